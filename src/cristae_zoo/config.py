@@ -1,0 +1,164 @@
+"""Configurations of every pipeline step, as pydantic models saved as YAML beside their outputs.
+
+Defaults follow the DeepCristae paper (Papereux et al. 2023, Methods) unless a comment says otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from cristae_zoo.errors import CristaeZooError
+
+T = TypeVar("T", bound="YamlModel")
+
+
+class YamlModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def to_yaml(self, path: Path) -> None:
+        from cristae_zoo.io import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls: type[T], path: Path) -> T:
+        path = Path(path)
+        if not path.is_file():
+            raise CristaeZooError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+            return cls.model_validate(data)
+        except (yaml.YAMLError, ValueError) as err:
+            first = str(err).splitlines()
+            raise CristaeZooError(f"{path}: invalid {cls.__name__}: {' '.join(first[:3])}") from None
+
+
+class SimulationConfig(YamlModel):
+    """HR STED images of live mitochondria stained with an inner-membrane dye (e.g. PKMITO).
+
+    Lengths are in pixels unless the name says nm; (low, high) pairs are ranges drawn uniformly.
+    """
+
+    n_images: int = Field(33, ge=1, description="33 HR images in the paper's D_synt")
+    height: int = Field(512, ge=64)
+    width: int = Field(512, ge=64)
+    pixel_size_nm: float = Field(25.0, gt=0)
+    # Geometry of the mitochondrial network.
+    coverage: tuple[float, float] = Field(
+        (0.12, 0.28), description="fraction of the image covered by in-focus mitochondria, drawn per image"
+    )
+    max_mitochondria: int = Field(40, ge=1, description="upper bound on mitochondria per image")
+    width_mean_px: float = Field(15.6, gt=0, description="mean mitochondrion width (paper: 15.64 ± 4.04 px)")
+    width_sd_px: float = Field(4.0, ge=0, description="sd of the width between mitochondria")
+    width_range_px: tuple[float, float] = Field((8.0, 26.0), description="drawn widths are clipped to this range")
+    width_variation: float = Field(0.06, ge=0, le=0.3, description="relative sd of the smooth width change along a tube")
+    length_px: tuple[float, float] = Field((60.0, 320.0), description="centre-line length, drawn log-uniformly")
+    branch_probability: float = Field(
+        0.35, ge=0, lt=1, description="chance of a (further) branch; branch counts are geometric, at most 3"
+    )
+    curvature_sd: float = Field(0.015, ge=0, description="sd of the centre line's local curvature (rad/px)")
+    curvature_length_px: float = Field(30.0, gt=0, description="distance over which the curvature stays correlated")
+    max_overlap: float = Field(
+        0.15, ge=0, le=1, description="reject a new mitochondrion if this fraction of its axis overlaps earlier ones"
+    )
+    # Inner-membrane labelling.
+    cristae_spacing_nm: tuple[float, float] = Field((100.0, 400.0), description="crista-to-crista distance along the axis")
+    cristae_thickness_px: float = Field(1.5, gt=0, description="thickness of a crista lamella before blur (1-2 px in the mask)")
+    cristae_tilt_sd_deg: float = Field(8.0, ge=0, description="sd of a crista's tilt away from perpendicular to the axis")
+    cristae_max_tilt_deg: float = Field(25.0, ge=0, lt=60)
+    partial_cristae_fraction: float = Field(
+        0.3, ge=0, le=1, description="fraction of cristae that leave one side of the boundary and stop short of the other"
+    )
+    cristae_intensity: tuple[float, float] = Field((0.6, 1.0), description="dye density of a crista, per crista")
+    rim_intensity: float = Field(0.8, ge=0, description="dye density of the inner boundary membrane")
+    matrix_intensity: float = Field(0.1, ge=0, description="weak diffuse signal inside the tube")
+    brightness_range: tuple[float, float] = Field((0.5, 1.0), description="relative brightness of each mitochondrion")
+    # Microscope and detector.
+    psf_fwhm_nm: float = Field(50.0, gt=0, description="Gaussian STED PSF")
+    peak_photons: tuple[float, float] = Field(
+        (40.0, 120.0), description="expected photons at the brightest membranes (99.9th percentile), per image"
+    )
+    background_photons: float = Field(2.0, ge=0, description="uniform background, expected photons per pixel")
+    n_out_of_focus: tuple[int, int] = Field((0, 3), description="dim blurred mitochondria outside the focal plane (not in the masks)")
+    offset: float = Field(100.0, ge=0, description="constant detector offset added to the counts")
+    read_noise: float = Field(1.5, ge=0, description="sd of the Gaussian read noise (counts)")
+    seed: int = 0
+
+    @field_validator(
+        "coverage",
+        "width_range_px",
+        "length_px",
+        "cristae_spacing_nm",
+        "cristae_intensity",
+        "brightness_range",
+        "peak_photons",
+        "n_out_of_focus",
+    )
+    @classmethod
+    def _ordered_range(cls, value: tuple, info: ValidationInfo) -> tuple:
+        if value[0] > value[1] or value[0] < 0:
+            raise ValueError(f"{info.field_name}: expected 0 <= low <= high, got {list(value)}")
+        return value
+
+
+class DegradationConfig(YamlModel):
+    """How D_synt is built from HR images: RL ground truth, blurred + noisy input."""
+
+    rl_iterations: int = Field(10, ge=1, description="RL iterations for the ground truth; see docs/rl_iterations.png")
+    rl_psf_sigma_px: float = Field(0.9, gt=0, description="Gaussian PSF of the HR STED image (≈50 nm FWHM at 25 nm/px)")
+    sigma_blur: float = 3.25
+    sigma_noise: float = 4.0
+    n_test: int = Field(9, ge=0)
+    shrink_fraction: float = 0.25
+    shrink_factor: float = Field(0.8, gt=0, lt=1, description="scale of the shrink transform")
+    p_low: float = 2.0
+    p_high: float = 99.8
+    seed: int = 0
+
+
+class PatchConfig(YamlModel):
+    patch_size: int = 128
+    sampling: Literal["mito", "uniform"] = "mito"
+    min_distance: float = 60.0
+    validation_fraction: float = 0.2
+    # Mask (Methods, "Image patch sampling"): Anscombe → z-score → threshold → median.
+    z_start: float = 30.0
+    z_step: float = 5.0
+    min_fraction: float = 0.10
+    median_size: int = 5
+    seed: int = 0
+
+
+class NetworkConfig(YamlModel):
+    depth: int = Field(3, ge=1)
+    filters: int = Field(32, ge=1, description="filters of the first level, doubled at each level")
+    kernel_size: int = 3
+    residual: bool = True
+
+
+class TrainConfig(YamlModel):
+    data_dir: Path = Path("runs/data")
+    output_dir: Path = Path("runs/deepcristae")
+    network: NetworkConfig = NetworkConfig()
+    patches: PatchConfig = PatchConfig()
+    loss: Literal["scop", "mae", "mse", "dssim"] = "scop"
+    gamma_mito: float = 1.0
+    gamma_background: float = 4.0
+    epochs: int = Field(50, ge=1)
+    steps_per_epoch: int | None = Field(None, description="batches per epoch; default: one pass over the patches")
+    batch_size: int = 16
+    learning_rate: float = 4e-4
+    seed: int = 0
+    init_seed: int | None = Field(None, description="seed of the weights' initialisation; default: seed")
+
+
+class ExperimentConfig(YamlModel):
+    """The whole pipeline, simulate → prepare → train → evaluate, as one file."""
+
+    simulation: SimulationConfig = SimulationConfig()
+    degradation: DegradationConfig = DegradationConfig()
+    train: TrainConfig = TrainConfig()
