@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter is not for users
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter is not for users
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -56,7 +56,7 @@ def progress_bar(description: str, total: int | None) -> Iterator:
 
 def _fail(message: str) -> None:
     console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
+    sys.exit(2)
 
 
 def main() -> None:
@@ -219,11 +219,11 @@ def evaluate(
     md = summary_markdown(summary)
     atomic_write_text(out / "summary.md", md)
     table = Table(title=f"test set: {len(pairs)} images of {data_dir} (mean ± sd)")
-    table.add_column("method")
+    table.add_column("metric")
+    for m in summary:
+        table.add_column(m, justify="right")
     for c in COLUMNS:
-        table.add_column(c, justify="right")
-    for m, vals in summary.items():
-        table.add_row(m, *(f"{vals[c][0]:.3f}±{vals[c][1]:.3f}" for c in COLUMNS))
+        table.add_row(c, *(f"{summary[m][c][0]:.3f} ± {summary[m][c][1]:.3f}" for m in summary))
     Console().print(table)
     from cristae_zoo.data.degrade import percentile_normalize
     from cristae_zoo.data.mask import mitochondria_mask

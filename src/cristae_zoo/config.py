@@ -51,11 +51,15 @@ class SimulationConfig(YamlModel):
     coverage: tuple[float, float] = Field(
         (0.12, 0.28), description="fraction of the image covered by in-focus mitochondria, drawn per image"
     )
-    max_mitochondria: int = Field(40, ge=1, description="upper bound on mitochondria per image")
+    max_mitochondria: int = Field(
+        40, ge=1, description="upper bound on mitochondria per 512×512 px, scaled with the image area"
+    )
     width_mean_px: float = Field(15.6, gt=0, description="mean mitochondrion width (paper: 15.64 ± 4.04 px)")
     width_sd_px: float = Field(4.0, ge=0, description="sd of the width between mitochondria")
     width_range_px: tuple[float, float] = Field((8.0, 26.0), description="drawn widths are clipped to this range")
-    width_variation: float = Field(0.06, ge=0, le=0.3, description="relative sd of the smooth width change along a tube")
+    width_variation: float = Field(
+        0.06, ge=0, le=0.3, description="relative sd of the smooth width change along a tube"
+    )
     length_px: tuple[float, float] = Field((60.0, 320.0), description="centre-line length, drawn log-uniformly")
     branch_probability: float = Field(
         0.35, ge=0, lt=1, description="chance of a (further) branch; branch counts are geometric, at most 3"
@@ -66,12 +70,18 @@ class SimulationConfig(YamlModel):
         0.15, ge=0, le=1, description="reject a new mitochondrion if this fraction of its axis overlaps earlier ones"
     )
     # Inner-membrane labelling.
-    cristae_spacing_nm: tuple[float, float] = Field((100.0, 400.0), description="crista-to-crista distance along the axis")
-    cristae_thickness_px: float = Field(1.5, gt=0, description="thickness of a crista lamella before blur (1-2 px in the mask)")
-    cristae_tilt_sd_deg: float = Field(8.0, ge=0, description="sd of a crista's tilt away from perpendicular to the axis")
+    cristae_spacing_nm: tuple[float, float] = Field(
+        (100.0, 400.0), description="crista-to-crista distance along the axis"
+    )
+    cristae_thickness_px: float = Field(
+        1.5, gt=0, description="thickness of a crista lamella before blur (1-2 px in the mask)"
+    )
+    cristae_tilt_sd_deg: float = Field(
+        8.0, ge=0, description="sd of a crista's tilt away from perpendicular to the axis"
+    )
     cristae_max_tilt_deg: float = Field(25.0, ge=0, lt=60)
     partial_cristae_fraction: float = Field(
-        0.3, ge=0, le=1, description="fraction of cristae that leave one side of the boundary and stop short of the other"
+        0.3, ge=0, le=1, description="fraction of cristae that leave one side and stop short of the other"
     )
     cristae_intensity: tuple[float, float] = Field((0.6, 1.0), description="dye density of a crista, per crista")
     rim_intensity: float = Field(0.8, ge=0, description="dye density of the inner boundary membrane")
@@ -83,7 +93,9 @@ class SimulationConfig(YamlModel):
         (40.0, 120.0), description="expected photons at the brightest membranes (99.9th percentile), per image"
     )
     background_photons: float = Field(2.0, ge=0, description="uniform background, expected photons per pixel")
-    n_out_of_focus: tuple[int, int] = Field((0, 3), description="dim blurred mitochondria outside the focal plane (not in the masks)")
+    n_out_of_focus: tuple[int, int] = Field(
+        (0, 3), description="dim blurred mitochondria outside the focal plane (not in the masks)"
+    )
     offset: float = Field(100.0, ge=0, description="constant detector offset added to the counts")
     read_noise: float = Field(1.5, ge=0, description="sd of the Gaussian read noise (counts)")
     seed: int = 0

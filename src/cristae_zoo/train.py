@@ -106,16 +106,21 @@ def train(
             if on_epoch:
                 on_epoch(epoch, logs)
 
-    steps = config.steps_per_epoch
+    # A repeated, seeded stream: an epoch is `steps_per_epoch` batches, whether or not that is one pass.
+    steps = config.steps_per_epoch or int(np.ceil(len(x_train) / config.batch_size))
+    stream = (
+        tf.data.Dataset.from_tensor_slices((x_train, y_train))
+        .shuffle(len(x_train), seed=config.seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(config.batch_size)
+    )
     model.fit(
-        x_train,
-        y_train,
-        batch_size=config.batch_size,
+        stream,
         epochs=config.epochs,
         initial_epoch=initial_epoch,
         steps_per_epoch=steps,
         validation_data=val,
-        shuffle=True,
+        validation_batch_size=config.batch_size,
         verbose=0,
         callbacks=[keras.callbacks.CSVLogger(str(history_file), append=initial_epoch > 0), Bookkeeping()],
     )

@@ -1,0 +1,151 @@
+"""End-to-end: simulate → prepare → train (2 steps) → evaluate on tiny data, and bad inputs through the CLI."""
+
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from cristae_zoo import cli
+from cristae_zoo.config import SimulationConfig, TrainConfig
+from cristae_zoo.data.simulate import simulate_dataset
+
+
+def run_cli(args, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["cristae-zoo", *map(str, args)])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def sim_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim")
+    simulate_dataset(SimulationConfig(n_images=4, height=160, width=160, seed=1), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def data_dir(sim_dir, tmp_path_factory):
+    from cristae_zoo.config import DegradationConfig
+    from cristae_zoo.data.prepare import prepare_dataset
+
+    out = tmp_path_factory.mktemp("data")
+    prepare_dataset(sim_dir / "hr", out, DegradationConfig(n_test=1, rl_iterations=5))
+    return out
+
+
+def test_prepare_writes_pairs_with_masks(data_dir):
+    names = sorted(p.name for p in (data_dir / "train" / "input").iterdir())
+    assert len(names) == 3 and len(list((data_dir / "test" / "input").iterdir())) == 1
+    for kind in ("gt", "mito_mask", "cristae_mask"):
+        assert sorted(p.name for p in (data_dir / "train" / kind).iterdir()) == names
+    x = tifffile.imread(data_dir / "train" / "input" / names[0])
+    assert x.shape == (160, 160) and np.all(x == np.round(x))
+
+
+def test_two_step_training_writes_loadable_model(data_dir, tmp_path, capsys, monkeypatch):
+    from cristae_zoo.train import load_model
+
+    out = tmp_path / "model"
+    code, err = run_cli(
+        ["train", "--data", data_dir, "-o", out, "--epochs", "1", "--steps-per-epoch", "2", "--filters", "4", "--depth", "2"],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0, err
+    for f in ("config.yaml", "weights.keras", "history.csv", "loss_curve.png", "patches_overview.png"):
+        assert (out / f).is_file(), f
+    model, cfg = load_model(out)
+    assert isinstance(cfg, TrainConfig) and cfg.network.filters == 4
+    y = model.predict(np.zeros((1, 32, 32, 1), np.float32), verbose=0)
+    assert y.shape == (1, 32, 32, 1)
+    # A second run into the same folder is refused; --resume continues it.
+    code, err = run_cli(["train", "--data", data_dir, "-o", out, "--epochs", "2"], capsys, monkeypatch)
+    assert code == 2 and "--resume" in err
+    code, err = run_cli(
+        ["train", "--data", data_dir, "-o", out, "--epochs", "2", "--steps-per-epoch", "2", "--filters", "4", "--depth", "2", "--resume"],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 0, err
+    assert len((out / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+
+    code, err = run_cli(["evaluate", out, "--data", data_dir], capsys, monkeypatch)
+    assert code == 0, err
+    summary = (out / "evaluation" / "summary.md").read_text()
+    assert "SSIM_cristae" in summary and "RL" in summary and "Wiener" in summary
+    assert list((out / "evaluation").glob("*_restoration.png"))
+
+
+def test_training_is_reproducible(data_dir, tmp_path):
+    from cristae_zoo.config import NetworkConfig
+    from cristae_zoo.train import train
+
+    histories = []
+    for run in ("a", "b"):
+        cfg = TrainConfig(data_dir=data_dir, output_dir=tmp_path / run, epochs=1, steps_per_epoch=2, batch_size=4,
+                          network=NetworkConfig(filters=4, depth=2))
+        train(cfg)
+        histories.append((tmp_path / run / "history.csv").read_text())
+    assert histories[0] == histories[1]
+
+
+def _write(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, array)
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("empty", "no TIFF images"),
+        ("3d", "expected a 2D image"),
+        ("nan", "NaN or Inf"),
+        ("constant", "constant"),
+        ("small", "smaller than"),
+    ],
+)
+def test_prepare_bad_input_is_one_line_error(case, expected, tmp_path, capsys, monkeypatch, sim_dir):
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    good = tifffile.imread(sim_dir / "hr" / "sim_000.tif").astype(np.float32)
+    for i in range(3):
+        _write(hr / f"ok_{i}.tif", good)
+    bad = {
+        "empty": None,
+        "3d": np.stack([good, good]),
+        "nan": np.where(good > good.mean(), np.nan, good),
+        "constant": np.full_like(good, 7),
+        "small": good[:50, :50],
+    }[case]
+    if case == "empty":
+        for f in hr.iterdir():
+            f.unlink()
+    else:
+        _write(hr / "bad.tif", bad)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    code, err = run_cli(["prepare", hr, "-o", out, "--n-test", "1"], capsys, monkeypatch)
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err and expected in errors[0]
+    line = errors[0]
+    assert case == "empty" or "bad.tif" in line
+    assert (out / "keep.txt").read_text() == "user data"
+    assert not (out / "train").exists()  # everything is checked before anything is written
+
+
+def test_mismatched_pairs_are_refused(data_dir, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    broken = tmp_path / "data"
+    shutil.copytree(data_dir, broken)
+    gt = next((broken / "train" / "gt").iterdir())
+    tifffile.imwrite(gt, np.ones((150, 150), np.float32) + np.eye(150, dtype=np.float32))
+    code, err = run_cli(["patches", broken, "-o", tmp_path / "p.npz"], capsys, monkeypatch)
+    assert code == 2 and gt.name in err and "differ in shape" in err
