@@ -20,7 +20,7 @@ from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from cristae_zoo.config import DegradationConfig, NetworkConfig, PatchConfig, SimulationConfig, TrainConfig  # noqa: E402
+from cristae_zoo.config import DegradationConfig, PatchConfig, SimulationConfig, TrainConfig  # noqa: E402
 from cristae_zoo.errors import CristaeZooError  # noqa: E402
 
 app = typer.Typer(
@@ -59,6 +59,18 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _override(cfg, **overrides):
+    """A copy of a config with the flags that were given, validated like the YAML file is."""
+    from pydantic import ValidationError
+
+    data = cfg.model_dump() | {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return type(cfg).model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise CristaeZooError(f"invalid option {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
     try:
@@ -79,8 +91,7 @@ def simulate(
     from cristae_zoo.data.simulate import simulate_dataset
 
     cfg = SimulationConfig.from_yaml(config) if config else SimulationConfig()
-    overrides = {"n_images": n_images, "seed": seed, **({"height": size, "width": size} if size else {})}
-    cfg = cfg.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    cfg = _override(cfg, n_images=n_images, seed=seed, height=size, width=size)
     with progress_bar("simulating", cfg.n_images) as advance:
         paths = simulate_dataset(cfg, output, progress=advance)
     console.print(f"wrote {len(paths)} HR images to {output / 'hr'} and a montage to {output / 'montage.png'}")
@@ -101,8 +112,7 @@ def prepare(
     from cristae_zoo.plots import plot_rl_sweep
 
     cfg = DegradationConfig.from_yaml(config) if config else DegradationConfig()
-    overrides = {"rl_iterations": rl_iterations, "n_test": n_test, "seed": seed}
-    cfg = cfg.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    cfg = _override(cfg, rl_iterations=rl_iterations, n_test=n_test, seed=seed)
     n = len(list_images(hr_dir))
     with progress_bar("preparing D_synt", n) as advance:
         splits = prepare_dataset(hr_dir, output, cfg, progress=advance)
@@ -129,7 +139,7 @@ def patches(
     from cristae_zoo.plots import plot_patch_overview
     from cristae_zoo.train import build_patch_set
 
-    cfg = TrainConfig(data_dir=data_dir, patches=PatchConfig(sampling=sampling, seed=seed))
+    cfg = _override(TrainConfig(), data_dir=data_dir, patches=_override(PatchConfig(), sampling=sampling, seed=seed).model_dump())
     with progress_bar("sampling patches", None) as advance:
         patch_set, overview = build_patch_set(cfg, advance)
     from cristae_zoo.io import atomic_path
@@ -160,14 +170,11 @@ def train(
     from cristae_zoo.train import train as run_training
 
     cfg = TrainConfig.from_yaml(config) if config else TrainConfig()
-    net = cfg.network.model_copy(
-        update={k: v for k, v in {"filters": filters, "depth": depth}.items() if v is not None}
-        | ({"residual": False} if no_residual else {})
-    )
-    pat = cfg.patches.model_copy(update={k: v for k, v in {"sampling": sampling, "seed": seed}.items() if v is not None})
-    top = {"data_dir": data, "output_dir": output, "loss": loss, "epochs": epochs, "steps_per_epoch": steps_per_epoch, "seed": seed}
-    cfg = TrainConfig.model_validate(
-        cfg.model_dump() | {k: v for k, v in top.items() if v is not None} | {"network": net.model_dump(), "patches": pat.model_dump()}
+    net = _override(cfg.network, filters=filters, depth=depth, residual=False if no_residual else None)
+    pat = _override(cfg.patches, sampling=sampling, seed=seed)
+    cfg = _override(
+        cfg, data_dir=data, output_dir=output, loss=loss, epochs=epochs, steps_per_epoch=steps_per_epoch, seed=seed,
+        network=net.model_dump(), patches=pat.model_dump(),
     )
     with progress_bar(f"training ({cfg.loss})", cfg.epochs) as advance:
         out = run_training(
@@ -233,7 +240,7 @@ def evaluate(
         panels = {"input": result.restored.get("Input", {}).get(pair.name, percentile_normalize(pair.input))}
         panels |= {name: result.restored[name][pair.name] for name in models}
         panels["ground truth"] = gt
-        mito = pair.mito_mask if pair.mito_mask is not None else mitochondria_mask(pair.gt)
+        mito = pair.mito_mask if pair.mito_mask is not None else mitochondria_mask(pair.input)
         plot_restoration(panels, mito, out / f"{pair.name}_restoration.png", title=pair.name)
     console.print(f"wrote {out / 'metrics.csv'}, {out / 'summary.md'} and restoration PNGs")
 

@@ -166,11 +166,3 @@ class TrainConfig(YamlModel):
     learning_rate: float = 4e-4
     seed: int = 0
     init_seed: int | None = Field(None, description="seed of the weights' initialisation; default: seed")
-
-
-class ExperimentConfig(YamlModel):
-    """The whole pipeline, simulate → prepare → train → evaluate, as one file."""
-
-    simulation: SimulationConfig = SimulationConfig()
-    degradation: DegradationConfig = DegradationConfig()
-    train: TrainConfig = TrainConfig()

@@ -120,7 +120,7 @@ def evaluate(
     for pair in pairs:
         gt = percentile_normalize(pair.gt, degradation.p_low, degradation.p_high)
         # Without exact masks (real data), the mitochondria mask comes from the paper's procedure on the GT.
-        mito = pair.mito_mask if pair.mito_mask is not None else mitochondria_mask(pair.gt)
+        mito = pair.mito_mask if pair.mito_mask is not None else mitochondria_mask(pair.input)
         for method, restore in restorers.items():
             r = fit_affine(restore(pair.input), gt)
             restored[method][pair.name] = r
