@@ -121,6 +121,7 @@ def train(
         steps_per_epoch=steps,
         validation_data=val,
         validation_batch_size=config.batch_size,
+        shuffle=False,  # the stream above is already shuffled
         verbose=0,
         callbacks=[keras.callbacks.CSVLogger(str(history_file), append=initial_epoch > 0), Bookkeeping()],
     )

@@ -1,0 +1,298 @@
+"""`cristae-zoo package | validate | test | predict`: bioimage.io packages on the command line.
+
+`register(app)` adds the four commands to the main Typer app. PACKAGE may be a package folder, its rdf.yaml, a
+package .zip, or the name of a model in model_zoo/. User errors print one line (`error: ...`) and exit with code 2;
+`test` exits with code 1 when a check fails.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cristae_zoo.errors import CristaeZooError
+
+console = Console(stderr=True)
+out = Console()
+F = TypeVar("F", bound=Callable[..., Any])
+
+PACKAGE_HELP = "package folder, its rdf.yaml, a package .zip, or the name of a model in model_zoo/"
+WEIGHTS_HELP = "weights format: onnx | tensorflow | torchscript (default: onnx)"
+
+
+def user_errors(fn: F) -> F:
+    """Print a `CristaeZooError` as one line on stderr and exit with code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CristaeZooError as err:
+            console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True, markup=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def scratch_cwd() -> Iterator[None]:
+    """Run in a temporary working directory: bioimageio.core unzips TensorFlow weights into the working directory
+    (`bioimageio_unzipped_tf_weights/`); this keeps the user's folder clean."""
+    old = Path.cwd()
+    with tempfile.TemporaryDirectory(prefix="cristae_zoo_run_") as tmp:
+        os.chdir(tmp)
+        try:
+            yield
+        finally:
+            os.chdir(old)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=False,
+    )
+
+
+def _abs_package(package: str) -> str:
+    """Existing paths become absolute (the commands may change directory); model names stay as they are."""
+    p = Path(package)
+    return str(p.resolve()) if p.exists() else package
+
+
+# ---------------------------------------------------------------------------------------------------- package
+
+
+def cmd_package(
+    model_dir: Annotated[Path, typer.Argument(help="trained model folder (config.yaml + weights.keras) from `train`")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="package folder to write; OUTPUT.zip is written beside it")
+    ] = Path("model_zoo/deepcristae"),
+    template: Annotated[
+        Optional[Path], typer.Option(help="static rdf fields (default: rdf_templates/deepcristae.yaml)")
+    ] = None,
+    test_image: Annotated[
+        Optional[Path],
+        typer.Option(help="2D TIFF to crop the test input from (default: first of DATA_DIR/test/input/)"),
+    ] = None,
+    crop: Annotated[int, typer.Option(help="edge of the test input crop in px")] = 256,
+    zip_package: Annotated[bool, typer.Option("--zip/--no-zip", help="also write OUTPUT.zip")] = True,
+) -> None:
+    """Export a trained model as a bioimage.io package: TensorFlow SavedModel, ONNX and TorchScript weights (each
+    checked against Keras), rdf.yaml, README with the rescale instructions, covers and test tensors."""
+    from cristae_zoo.export.package import PACKAGE_STEPS, package_model
+
+    with _progress() as progress:
+        task = progress.add_task("packaging", total=len(PACKAGE_STEPS), info="")
+
+        def advance(step: str) -> None:
+            progress.update(task, advance=1, info=step)
+
+        result = package_model(
+            model_dir, output, template=template, test_image=test_image, crop=crop, zip_package=zip_package,
+            progress=advance,
+        )  # fmt: skip
+    table = Table(title=f"{result.folder} ({result.size_bytes / 1024**2:.1f} MB)")
+    table.add_column("weights")
+    table.add_column("file")
+    table.add_column("max |Δ| vs Keras", justify="right")
+    for e in result.exported:
+        table.add_row(e.weights_format, e.path.name, f"{e.max_abs_diff:.2e}")
+    out.print(table)
+    h = result.halo
+    out.print(
+        f"halo {h.declared} px (receptive field {h.receptive_field} px, seamless tiling measured from"
+        f" {h.measured} px); input size {result.min_size} + n·{result.step} px; test input: {result.test_image}"
+        f" crop at {result.crop_origin}",
+        highlight=False,
+    )
+    if result.zip_path is not None:
+        out.print(f"zip: {result.zip_path}", highlight=False)
+
+
+# --------------------------------------------------------------------------------------------------- validate
+
+
+def _details_table(summary: Any, title: str) -> Table:
+    table = Table(title=title, show_lines=False)
+    table.add_column("", width=2)
+    table.add_column("check")
+    table.add_column("location")
+    table.add_column("message", overflow="fold")
+    icon = {"passed": "[green]✔[/green]", "failed": "[red]✘[/red]", "valid-format": "[green]✔[/green]"}
+    for d in summary.details:
+        msgs = [f"[red]{' '.join(str(e.msg).split())[:300]}[/red]" for e in d.errors]
+        msgs += [f"[yellow]{' '.join(str(w.msg).split())[:300]}[/yellow]" for w in d.warnings]
+        loc = ".".join(str(p) for p in d.loc) if d.loc else ""
+        table.add_row(icon.get(str(d.status), str(d.status)), d.name, loc, "\n".join(msgs))
+    return table
+
+
+def cmd_validate(package: Annotated[str, typer.Argument(help=PACKAGE_HELP)]) -> None:
+    """Validate the package format (bioimage.io spec, file hashes, test tensor shapes); no model is run."""
+    from bioimageio.spec import InvalidDescr, load_description
+
+    from cristae_zoo.predict import first_error, resolve_package
+
+    source = resolve_package(package)
+    with console.status(f"validating {source}"):
+        try:
+            descr = load_description(source, perform_io_checks=True)
+        except Exception as err:  # unreadable YAML, broken zip members, ...
+            raise CristaeZooError(f"{source}: cannot load the package ({type(err).__name__}: {err})") from None
+    summary = descr.validation_summary
+    out.print(_details_table(summary, f"{source}: {summary.status}"))
+    if isinstance(descr, InvalidDescr):
+        raise CristaeZooError(f"{source}: the rdf fails validation ({first_error(summary)})")
+    warnings = sum(len(d.warnings) for d in summary.details)
+    out.print(
+        f"[green]valid[/green] {descr.type} {descr.format_version}: {descr.name!r}"
+        + (f" ({warnings} warning{'s' if warnings != 1 else ''})" if warnings else "")
+    )
+
+
+# ------------------------------------------------------------------------------------------------------- test
+
+
+def run_package_tests(package: str, weights: Optional[str] = None, progress: Callable[[str], None] | None = None):
+    """bioimageio.core's `test_model` for each weights format; returns [(format, ValidationSummary)]."""
+    from bioimageio.core import test_model
+
+    from cristae_zoo.predict import load_package, normalize_weights_format, resolve_package
+
+    source = resolve_package(package)
+    descr = load_package(source)
+    formats = [name for name, entry in descr.weights if entry is not None]
+    if weights is not None:
+        formats = [normalize_weights_format(weights, descr)]
+    results = []
+    for wf in formats:
+        if progress:
+            progress(wf)
+        results.append((wf, test_model(source, weight_format=wf)))
+    return results
+
+
+def cmd_test(
+    package: Annotated[str, typer.Argument(help=PACKAGE_HELP)],
+    weights: Annotated[
+        Optional[str], typer.Option(help="test only this format: onnx | tensorflow | torchscript")
+    ] = None,
+) -> None:
+    """Run bioimageio.core's model test for every weights format (reproduce the test output, run all allowed
+    input sizes and batch sizes) and show a table of results; exit code 1 if any check fails."""
+    from cristae_zoo.predict import load_package, normalize_weights_format, resolve_package
+
+    source = str(resolve_package(_abs_package(package)))
+    normalize_weights_format(weights, load_package(source))  # user errors before the progress bar
+    with scratch_cwd(), _progress() as progress:
+        task = progress.add_task("bioimageio test", total=None, info="")
+        results = run_package_tests(source, weights, progress=lambda wf: progress.update(task, info=wf))
+        progress.update(task, total=len(results), completed=len(results), info="done")
+
+    table, ok = results_table(results, title=f"bioimageio test {source}")
+    out.print(table)
+    if not ok:
+        raise typer.Exit(1)
+
+
+def results_table(results: list[tuple[str, Any]], title: str) -> tuple[Table, bool]:
+    """One row per weights format: format checks, test output reproduction, inference at every allowed size."""
+    mark = {True: "[green]✔[/green]", False: "[red]✘[/red]"}
+    table = Table(title=title)
+    table.add_column("weights", no_wrap=True)
+    for col in ("format", "reproduce test output", "sizes × batch", "result", "first error"):
+        table.add_column(col, overflow="fold")
+    all_ok = True
+    for wf, summary in results:
+        fmt, repro, sizes, errors = [], [], [], []
+        for d in summary.details:
+            passed = d.status != "failed"
+            if d.name.startswith("Reproduce test outputs"):
+                repro.append(passed)
+            elif d.name.startswith("Run ") and "inference" in d.name:
+                sizes.append(passed)
+            else:
+                fmt.append(passed)
+            if not passed:
+                errors += [" ".join(str(e.msg).split())[:300] for e in d.errors] or [d.name]
+        ok = summary.status == "passed" and all(fmt + repro + sizes) and bool(repro) and bool(sizes)
+        all_ok &= ok
+        table.add_row(
+            wf,
+            mark[all(fmt)],
+            mark[bool(repro) and all(repro)],
+            f"{sum(sizes)}/{len(sizes)}",
+            "[green]passed[/green]" if ok else f"[red]{summary.status}[/red]",
+            f"[red]{errors[0]}[/red]" if errors else "",
+        )
+    return table, all_ok
+
+
+# ---------------------------------------------------------------------------------------------------- predict
+
+
+def cmd_predict(
+    package: Annotated[str, typer.Argument(help=PACKAGE_HELP)],
+    input: Annotated[Path, typer.Argument(help="2D single-channel TIFF, already rescaled (see the package README)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="TIFF to write (float32); never the input")],
+    weights: Annotated[Optional[str], typer.Option(help=WEIGHTS_HELP)] = None,
+    tile: Annotated[
+        int, typer.Option(help="largest network input edge in px (halo included); larger images are tiled")
+    ] = 1024,
+) -> None:
+    """Restore a TIFF with a bioimage.io package through bioimageio.core (the package's normalisation, tiled
+    when large). Rescale the image first so that mitochondria are ~15.64 px wide (factor = pixel size nm / 25)."""
+    from cristae_zoo.io import refuse_overwriting_inputs, write_tiff
+    from cristae_zoo.predict import load_package, normalize_weights_format, predict_image, read_input_tiff
+
+    package = _abs_package(package)
+    input, output = input.resolve(), output.resolve()
+    refuse_overwriting_inputs([output], [input])
+    descr = load_package(package)  # errors before any progress bar
+    normalize_weights_format(weights, descr)
+    image = read_input_tiff(input)
+    with scratch_cwd(), _progress() as progress:
+        task = progress.add_task(f"predict {input.name}", total=None, info="")
+
+        def tick(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, info="tiles")
+
+        restored = predict_image(descr, image, weights_format=weights, tile=tile, progress=tick)
+    write_tiff(output, restored, photometric="minisblack")
+    out.print(f"wrote {output}", highlight=False)
+
+
+def _help(fn: Callable[..., Any]) -> str:
+    """The docstring with each paragraph on one line (rich keeps the source's line breaks otherwise)."""
+    paragraphs = (fn.__doc__ or "").strip().split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `package`, `validate`, `test` and `predict` to `app`."""
+    commands = {"package": cmd_package, "validate": cmd_validate, "test": cmd_test, "predict": cmd_predict}
+    for name, fn in commands.items():
+        app.command(name, help=_help(fn))(user_errors(fn))
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use: python -m cristae_zoo.cli_zoo ...
+    _app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+    register(_app)
+    _app(sys.argv[1:])

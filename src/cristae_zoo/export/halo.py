@@ -1,0 +1,163 @@
+"""How much context an output pixel needs: the receptive field of the U-Net and the halo that makes tiling seamless.
+
+`receptive_field` follows every layer of `build_unet` in 1D, tracking for each output position the interval of input
+positions it depends on (convs widen it by the kernel radius at their level's scale, 2×2 pooling and nearest
+upsampling map between levels, concatenation and the residual add take the union). It depends only on the
+architecture, not on the weights, so it is an upper bound that holds for every trained model.
+
+`measure_halo` checks it on the actual network: predict an image in tiles with a growing halo and report the
+smallest halo (a multiple of the network's divisibility, so that tiles stay on the pooling grid) for which the
+tiled prediction equals the whole-image prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from cristae_zoo.config import NetworkConfig
+from cristae_zoo.models.unet import divisibility
+
+Interval = tuple[int, int]
+
+
+def _conv(iv: Interval, radius: int) -> Interval:
+    return iv[0] - radius, iv[1] + radius
+
+
+def receptive_field(network: NetworkConfig) -> int:
+    """Largest distance (px) between an output pixel and an input pixel it depends on, over every position."""
+    r = network.kernel_size // 2
+    step = divisibility(network)
+    worst = 0
+    for x in range(step):  # the dependency pattern repeats with the period of the pooling grid
+        # Walk the graph backwards: an interval of indices at one level → the interval at the level below.
+        worst = max(worst, _output_extent(x, network.depth, r))
+    return worst
+
+
+def _output_extent(x: int, depth: int, r: int) -> int:
+    """Extent for output position x; levels are walked from the output back to the input."""
+
+    def up_level(level: int, iv: Interval) -> Interval:
+        """Input interval (at level 0) that indices `iv` of the decoder output at `level` depend on."""
+        # decoder at `level`: two convs, then concat(upsample(decoder(level+1)), skip(level))
+        iv = _conv(_conv(iv, r), r)
+        coarse = (iv[0] // 2, iv[1] // 2)  # nearest upsampling: fine f reads coarse f // 2
+        from_below = decoder(level + 1, coarse)
+        from_skip = encoder(level, iv)
+        return min(from_below[0], from_skip[0]), max(from_below[1], from_skip[1])
+
+    def decoder(level: int, iv: Interval) -> Interval:
+        if level == depth:  # bottleneck: two convs on the pooled encoder output of level depth-1
+            iv = _conv(_conv(iv, r), r)
+            return encoder(depth - 1, (2 * iv[0], 2 * iv[1] + 1))  # 2x2 max pooling
+        return up_level(level, iv)
+
+    def encoder(level: int, iv: Interval) -> Interval:
+        """Input interval that encoder output (after its two convs) at `level` indices `iv` depends on."""
+        iv = _conv(_conv(iv, r), r)
+        if level == 0:
+            return iv
+        return encoder(level - 1, (2 * iv[0], 2 * iv[1] + 1))
+
+    lo, hi = decoder(0, (x, x))
+    lo, hi = min(lo, x), max(hi, x)  # residual add
+    return max(x - lo, hi - x)
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def declared_halo(network: NetworkConfig) -> int:
+    """The halo written into the rdf: the receptive field rounded up to the network's divisibility."""
+    return round_up(receptive_field(network), divisibility(network))
+
+
+def min_input_size(halo: int, step: int) -> int:
+    """Smallest valid input edge: a multiple of `step` with at least one pixel left inside the halo on both sides."""
+    return round_up(2 * halo + 1, step)
+
+
+def tile_starts(size: int, inner: int) -> list[int]:
+    return list(range(0, size, inner))
+
+
+def tiled_apply(
+    fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, inner: int, halo: int, min_size: int = 1
+) -> np.ndarray:
+    """Apply `fn` (2D → 2D, same shape) to `image` in tiles of `inner` px plus `halo` px of context on each side.
+
+    Tiles never extend beyond the image: at the border a tile simply ends there, as the whole image does, so with a
+    sufficient halo the result equals `fn(image)`. All tile corners stay on multiples of `inner` and `halo`, which
+    must be multiples of the network's divisibility; windows are widened inwards to at least `min_size`.
+    """
+    height, width = image.shape
+    out = np.empty_like(image, dtype=np.float32)
+    for y0 in tile_starts(height, inner):
+        ya, yb = _window(y0, min(y0 + inner, height), height, halo, min_size)
+        for x0 in tile_starts(width, inner):
+            xa, xb = _window(x0, min(x0 + inner, width), width, halo, min_size)
+            pred = fn(image[ya:yb, xa:xb])
+            out[y0 : min(y0 + inner, height), x0 : min(x0 + inner, width)] = pred[
+                y0 - ya : min(y0 + inner, height) - ya, x0 - xa : min(x0 + inner, width) - xa
+            ]
+    return out
+
+
+def _window(start: int, stop: int, size: int, halo: int, min_size: int) -> tuple[int, int]:
+    a, b = max(0, start - halo), min(size, stop + halo)
+    if b - a < min_size:
+        a = max(0, b - min_size)
+        b = min(size, a + min_size)
+    return a, b
+
+
+@dataclass(frozen=True)
+class HaloMeasurement:
+    receptive_field: int
+    measured: int | None  # smallest seamless halo among the candidates; None if none was seamless
+    declared: int
+    max_diff_at_declared: float
+    diffs: dict[int, float]
+
+
+def measure_halo(
+    predict: Callable[[np.ndarray], np.ndarray],
+    network: NetworkConfig,
+    *,
+    size: int | None = None,
+    inner: int | None = None,
+    tolerance: float = 1e-5,
+    seed: int = 0,
+) -> HaloMeasurement:
+    """Tile a random image with halo 0, step, 2·step, … up to the declared halo; compare with the whole image.
+
+    `predict` runs the network on a 2D float32 image (normalised scale). The largest |tiled − whole| for each halo
+    is returned in `diffs`; `measured` is the smallest halo whose difference is within `tolerance` (relative to the
+    output's range) and stays so for every larger candidate.
+    """
+    step = divisibility(network)
+    rf = receptive_field(network)
+    declared = declared_halo(network)
+    inner = inner or max(step, round_up(declared // 2, step))
+    size = size or round_up(2 * declared + 3 * inner, step)
+    rng = np.random.default_rng(seed)
+    image = rng.normal(0.3, 0.3, size=(size, size)).astype(np.float32)
+    whole = predict(image)
+    scale = float(np.ptp(whole)) or 1.0
+    diffs: dict[int, float] = {}
+    for halo in range(0, declared + step, step):
+        tiled = tiled_apply(predict, image, inner, halo, min_size=step)
+        diffs[halo] = float(np.max(np.abs(tiled - whole)))
+    seamless = [h for h in diffs if all(diffs[g] <= tolerance * scale for g in diffs if g >= h)]
+    return HaloMeasurement(
+        receptive_field=rf,
+        measured=min(seamless) if seamless else None,
+        declared=declared,
+        max_diff_at_declared=diffs[declared],
+        diffs=diffs,
+    )

@@ -1,0 +1,105 @@
+"""ONNX weights (`onnx`), converted from the SavedModel with tf2onnx.
+
+Opset 17 (what deepImageJ's default ONNX Runtime 1.13 supports), IR version 8 (loads in onnxruntime 1.15), graph
+input/output named `input`/`output` like the rdf tensor ids, dynamic batch/y/x, and no `ai.onnx.ml` opset import
+(tf2onnx adds it although no ML op is used).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from cristae_zoo.errors import CristaeZooError
+from cristae_zoo.export.base import INPUT_NAME, OUTPUT_NAME, ExportContext, WeightsExporter
+from cristae_zoo.io import atomic_path
+
+OPSET = 17
+IR_VERSION = 8
+DYNAMIC_DIMS = ("batch", None, "y", "x")  # channel stays 1
+
+
+def convert_saved_model(saved_model_dir: Path, dest: Path, opset: int = OPSET) -> Path:
+    """`python -m tf2onnx.convert --saved-model DIR --signature_def serving_default --opset 17`."""
+    cmd = [
+        sys.executable, "-m", "tf2onnx.convert",
+        "--saved-model", str(saved_model_dir),
+        "--signature_def", "serving_default",
+        "--opset", str(opset),
+        "--output", str(dest),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or not Path(dest).is_file():
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise CristaeZooError(f"{saved_model_dir}: tf2onnx failed to convert the SavedModel to ONNX: {tail}")
+    return Path(dest)
+
+
+def tidy(model: Any) -> Any:
+    """Names, dynamic dims, opset imports and IR version as the clients need them (in place)."""
+    import onnx
+
+    graph = model.graph
+    if len(graph.input) != 1 or len(graph.output) != 1:
+        raise CristaeZooError(
+            f"ONNX graph has {len(graph.input)} inputs and {len(graph.output)} outputs; expected 1 and 1"
+        )
+    for value, wanted in ((graph.input[0], INPUT_NAME), (graph.output[0], OUTPUT_NAME)):
+        if value.name != wanted:
+            old = value.name
+            for node in graph.node:
+                node.input[:] = [wanted if n == old else n for n in node.input]
+                node.output[:] = [wanted if n == old else n for n in node.output]
+            value.name = wanted
+        dims = value.type.tensor_type.shape.dim
+        for dim, name in zip(dims, DYNAMIC_DIMS):
+            if name is not None:
+                dim.ClearField("dim_value")
+                dim.dim_param = name
+    keep = [op for op in model.opset_import if op.domain not in ("ai.onnx.ml",)]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    return model
+
+
+class OnnxExporter(WeightsExporter):
+    weights_format: ClassVar[str] = "onnx"
+    title: ClassVar[str] = "ONNX"
+    file_name: ClassVar[str] = "weights.onnx"
+    parent: ClassVar[str | None] = "tensorflow_saved_model_bundle"
+
+    def export(self, ctx: ExportContext, dest: Path) -> Path:
+        import onnx
+
+        raw = convert_saved_model(ctx.saved_model_dir, ctx.work_dir / "tf2onnx.onnx")
+        model = tidy(onnx.load(str(raw)))
+        with atomic_path(Path(dest)) as tmp:
+            onnx.save(model, str(tmp))
+        return Path(dest)
+
+    def predict(self, weights: Path, x: np.ndarray) -> np.ndarray:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(weights), providers=["CPUExecutionProvider"])
+        (y,) = session.run([OUTPUT_NAME], {INPUT_NAME: np.asarray(x, dtype=np.float32)})
+        return np.asarray(y, dtype=np.float32)
+
+    def versions(self) -> dict[str, str]:
+        return {"opset_version": str(OPSET)}
+
+    def weights_descr(self, source: Path, versions: dict[str, str], parent: str | None) -> Any:
+        from bioimageio.spec.model.v0_5 import OnnxWeightsDescr
+
+        return OnnxWeightsDescr(
+            source=source,
+            opset_version=int(versions["opset_version"]),
+            parent=parent,
+            comment=f"tf2onnx from the SavedModel, opset {OPSET}, IR version {IR_VERSION} (onnxruntime >= 1.15);"
+            " the format to pick in Fiji/deepImageJ.",
+        )
