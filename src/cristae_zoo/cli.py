@@ -263,11 +263,14 @@ def demo(
     evaluate([output / "model"], data=output / "data", output=output / "model" / "evaluation")
 
 
-try:  # packaging commands (bioimage.io), kept in their own module
-    from cristae_zoo.cli_zoo import register
+from cristae_zoo import cli_zoo  # noqa: E402  (package, validate, test, predict)
 
-    register(app)
-except ImportError:  # pragma: no cover - while the packaging module is being written
+cli_zoo.register(app)
+try:  # studies of trust (stability, limits, ablation), kept in their own module
+    from cristae_zoo import cli_studies  # noqa: E402
+
+    cli_studies.register(app)
+except ImportError:  # pragma: no cover - while that module is being written
     pass
 
 
