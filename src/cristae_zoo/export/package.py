@@ -174,7 +174,7 @@ def select_crop(image: np.ndarray, crop: int, step: int, min_size: int) -> tuple
     return image[y0 : y0 + size_y, x0 : x0 + size_x].copy(), origin
 
 
-def percentile_normalize(image: np.ndarray, low: float = PERCENTILES[0], high: float = PERCENTILES[1]) -> np.ndarray:
+def scale_range_like_core(image: np.ndarray, low: float = PERCENTILES[0], high: float = PERCENTILES[1]) -> np.ndarray:
     """What the package's `scale_range` does (per image, linear interpolation, eps 1e-6)."""
     lo, hi = np.percentile(image, [low, high])
     return ((image - lo) / (hi - lo + 1e-6)).astype(np.float32)
@@ -376,6 +376,7 @@ def write_readme(
         sections += ["## Intended use", "", doc["intended_use"].strip(), ""]
     sections += [rescale_markdown(), weights_markdown(exported), tiling_markdown(halo, min_size, step)]
     sections += [training_markdown(trained), validation_markdown(trained, exported)]
+    sections += conditions_of_use_markdown(trained.model_dir)
     if "limitations" in doc:
         sections += ["## Known limits", "", doc["limitations"].strip(), ""]
     for key, text in doc.items():
@@ -385,6 +386,24 @@ def write_readme(
     sections += ["## Citation", "", cites, ""]
     dest.write_text("\n".join(sections))
     return dest
+
+
+# ------------------------------------------------------------------------------------------ conditions of use
+# (issue 5) `cristae-zoo study limits` writes MODEL_DIR/conditions_of_use.md: the safe ranges of mitochondrion
+# width, blur and noise measured for this model. When present it becomes the README's "Conditions of use" section.
+
+CONDITIONS_OF_USE_FILE = "conditions_of_use.md"
+
+
+def conditions_of_use_markdown(model_dir: Path) -> list[str]:
+    """README lines of the "Conditions of use" section, or none when the model folder has no such file."""
+    path = Path(model_dir) / CONDITIONS_OF_USE_FILE
+    if not path.is_file():
+        return []
+    text = path.read_text().strip()
+    # demote headings so that they nest under this section
+    text = "\n".join("##" + line if line.startswith("#") else line for line in text.splitlines())
+    return ["## Conditions of use", "", text, ""]
 
 
 # ------------------------------------------------------------------------------------------------- description
@@ -651,7 +670,7 @@ def package_model(
         step_done("halo")
 
         # weights
-        x_check = percentile_normalize(raw_crop)[None, None]
+        x_check = scale_range_like_core(raw_crop)[None, None]
         exported: list[ExportedWeights] = []
         for name, exporter in exporters().items():
             exported.append(exporter.export_and_check(ctx, files_dir, x_check, tolerance=tolerance))
@@ -734,9 +753,13 @@ def package_model(
 
 
 def _write_tif(path: Path, image: np.ndarray) -> None:
+    """Float32 TIFF calibrated at the training pixel size: the sample tensors are at the scale the model expects,
+    so `cristae-zoo predict` restores them with rescale factor 1 (the pixels are those of the test tensors)."""
     import tifffile
 
-    tifffile.imwrite(path, np.asarray(image, dtype=np.float32))
+    px_um = TRAINING_PIXEL_SIZE_NM / 1000.0
+    tifffile.imwrite(path, np.asarray(image, dtype=np.float32), imagej=True, resolution=(1 / px_um, 1 / px_um),
+                     metadata={"unit": "um"})  # fmt: skip
 
 
 def _attachments(trained: TrainedModel, files_dir: Path) -> list[Path]:
