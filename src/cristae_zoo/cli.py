@@ -263,9 +263,10 @@ def demo(
     evaluate([output / "model"], data=output / "data", output=output / "model" / "evaluation")
 
 
-from cristae_zoo import cli_zoo  # noqa: E402  (package, validate, test, predict)
+from cristae_zoo import cli_labelfree, cli_zoo  # noqa: E402  (package, validate, test, predict; labelfree)
 
 cli_zoo.register(app)
+cli_labelfree.register(app)
 try:  # studies of trust (stability, limits, ablation), kept in their own module
     from cristae_zoo import cli_studies  # noqa: E402
 
