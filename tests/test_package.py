@@ -248,15 +248,20 @@ def test_folder_without_rdf(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("shape", "message"), [((5, 64, 64), "dimensions"), ((64, 64, 3), "3 channels"), ((2, 64, 64), "2 channels")]
+    ("shape", "message", "cli_message"),
+    [
+        ((5, 64, 64), "dimensions", "--axes"),  # the CLI restores stacks, but needs to know their axes
+        ((64, 64, 3), "3 channels", "3 channels"),
+        ((2, 64, 64), "2 channels", "--axes"),
+    ],
 )
-def test_wrong_ndim_or_channels(built, tmp_path, app, shape, message):
+def test_wrong_ndim_or_channels(built, tmp_path, app, shape, message, cli_message):
     path = tmp_path / "bad.tif"
     tifffile.imwrite(path, np.ones(shape, np.uint16))
     with pytest.raises(CristaeZooError, match=message):
         predict_file(built.folder, path, tmp_path / "out.tif")
     result = CliRunner().invoke(app, ["predict", str(built.folder), str(path), "-o", str(tmp_path / "out.tif")])
-    assert result.exit_code == 2 and message in _one_line(result)
+    assert result.exit_code == 2 and cli_message in _one_line(result)
     assert not (tmp_path / "out.tif").exists()
 
 

@@ -250,33 +250,148 @@ def results_table(results: list[tuple[str, Any]], title: str) -> tuple[Table, bo
 
 def cmd_predict(
     package: Annotated[str, typer.Argument(help=PACKAGE_HELP)],
-    input: Annotated[Path, typer.Argument(help="2D single-channel TIFF, already rescaled (see the package README)")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="TIFF to write (float32); never the input")],
+    input: Annotated[
+        Path,
+        typer.Argument(
+            help="TIFF (ImageJ hyperstack, OME-TIFF, plain) or OME-Zarr: 2D, ZYX, TYX or TZYX (a channel axis with"
+            " --channel); or a folder of them"
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o",
+            help="file to write (.tif, .ome.tif, .zarr; the kind follows the input unless the suffix says), or a"
+            " folder for a folder of inputs; never an input",
+        ),
+    ],
     weights: Annotated[Optional[str], typer.Option(help=WEIGHTS_HELP)] = None,
+    rescale: Annotated[
+        Optional[str],
+        typer.Option(
+            help="rescale factor before restoring (>1 enlarges), or 'auto' to measure the mitochondria width in the"
+            " image; default: from the pixel size (--pixel-size or the file's metadata)"
+        ),
+    ] = None,
+    pixel_size: Annotated[
+        Optional[float], typer.Option("--pixel-size", help="input pixel size in nm (overrides the metadata)")
+    ] = None,
+    resample_back: Annotated[
+        bool,
+        typer.Option(
+            "--resample-back/--keep-rescaled", help="resample the restored planes back to the input's grid"
+        ),
+    ] = False,
+    axes: Annotated[
+        Optional[str], typer.Option(help="axes of the input, one letter of T Z C Y X per dimension, e.g. TZYX")
+    ] = None,
+    channel: Annotated[Optional[int], typer.Option(help="channel to restore (0-based) when the input has several")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace existing outputs (never inputs)")] = False,
+    preview: Annotated[
+        bool, typer.Option("--preview", help="also write OUTPUT.preview.png: raw / restored, split diagonally")
+    ] = False,
     tile: Annotated[
-        int, typer.Option(help="largest network input edge in px (halo included); larger images are tiled")
-    ] = 1024,
+        int, typer.Option(help="largest network input edge in px (halo included); larger planes are tiled")
+    ] = 1152,
+    batch: Annotated[int, typer.Option(help="planes per network call")] = 4,
+    scheduler: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Dask scheduler address (tcp://HOST:8786) to distribute planes over a cluster, or 'local[:N]' for"
+            " a local cluster of N processes; default: this process"
+        ),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="threads (or local cluster processes) restoring planes at once")] = 1,
 ) -> None:
-    """Restore a TIFF with a bioimage.io package through bioimageio.core (the package's normalisation, tiled
-    when large). Rescale the image first so that mitochondria are ~15.64 px wide (factor = pixel size nm / 25)."""
-    from cristae_zoo.io import refuse_overwriting_inputs, write_tiff
-    from cristae_zoo.predict import load_package, normalize_weights_format, predict_image, read_input_tiff
+    """Restore an acquisition (2D, z-stack, time series or 3D+t; TIFF or OME-Zarr) or a folder of them, plane by
+    plane, with a bioimage.io package through bioimageio.core. Each plane is first rescaled so that mitochondria
+    are ~15.64 px wide (the scale the model was trained at), from the pixel size or with --rescale; the result
+    keeps the input's axes and metadata with the new pixel size."""
+    from cristae_zoo.predict import load_package, normalize_weights_format
+    from cristae_zoo.rescale import parse_rescale
+    from cristae_zoo.restore import RestoreOptions, plan, restore_path
 
     package = _abs_package(package)
     input, output = input.resolve(), output.resolve()
-    refuse_overwriting_inputs([output], [input])
-    descr = load_package(package)  # errors before any progress bar
+    options = RestoreOptions(
+        weights=weights, tile=tile, batch=batch, axes=axes, channel=channel, rescale=parse_rescale(rescale),
+        pixel_size_nm=pixel_size, resample_back=resample_back, overwrite=overwrite, preview=preview,
+        scheduler=scheduler, workers=workers,
+    )  # fmt: skip
+    plan(input, output)  # user errors before any progress bar
+    descr = load_package(package)
     normalize_weights_format(weights, descr)
-    image = read_input_tiff(input)
     with scratch_cwd(), _progress() as progress:
-        task = progress.add_task(f"predict {input.name}", total=None, info="")
+        tasks: dict[str, Any] = {}
 
-        def tick(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total, info="tiles")
+        def tick(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(f"restore {name}", total=total, info="planes")
+            progress.update(tasks[name], completed=done, total=total)
 
-        restored = predict_image(descr, image, weights_format=weights, tile=tile, progress=tick)
-    write_tiff(output, restored, photometric="minisblack")
-    out.print(f"wrote {output}", highlight=False)
+        results = restore_path(package, input, output, options, progress=tick, descr=descr)
+    for r in results:
+        out.print(
+            f"wrote {r.output} ({_dims(r.spec.axes, r.spec.shape)}, {r.choice.describe()}, {r.seconds:.1f} s"
+            f" on {r.engine})",
+            highlight=False,
+        )
+        if r.preview is not None:
+            out.print(f"preview {r.preview}", highlight=False)
+
+
+def _dims(axes: str, shape: tuple[int, ...]) -> str:
+    return " × ".join(f"{a}{n}" for a, n in zip(axes, shape))
+
+
+# ---------------------------------------------------------------------------------------------- estimate-scale
+
+
+def cmd_estimate_scale(
+    inputs: Annotated[list[Path], typer.Argument(help="TIFF or OME-Zarr acquisitions (any axes)")],
+    axes: Annotated[Optional[str], typer.Option(help="axes of the input, e.g. TZYX")] = None,
+    channel: Annotated[Optional[int], typer.Option(help="channel to measure (0-based)")] = None,
+    planes: Annotated[int, typer.Option(help="planes to measure per file (those with the most signal)")] = 5,
+    target: Annotated[
+        float, typer.Option(help="mitochondrion width (px) the model was trained at")
+    ] = 15.64,
+) -> None:
+    """Measure the mean mitochondrion width (px, with its spread) in each file and print the rescale factor
+    towards the width the model was trained at (what `predict --rescale auto` uses)."""
+    from cristae_zoo.acquisition import describe, open_acquisition
+    from cristae_zoo.rescale import TRAINING_PIXEL_SIZE_NM, estimate_width, pick_planes
+
+    table = Table(title=f"mitochondrion width → rescale factor (target {target:g} px)")
+    for col in ("file", "planes", "objects", "width (px)", "width (nm)", "factor", "factor from pixel size"):
+        table.add_column(col, overflow="fold")
+    lines = []
+    for path in inputs:
+        acq = open_acquisition(path, axes=axes, channel=channel)
+        with console.status(f"measuring {path.name}: {describe(acq)}"):
+            est = estimate_width(list(acq.iter_planes(pick_planes(acq, planes))), name=str(path))
+        lo, hi = est.factor_range(target)
+        px = acq.pixel_size_nm[1] if acq.pixel_size_nm else None
+        table.add_row(
+            path.name,
+            str(est.n_planes),
+            str(est.n_objects),
+            f"{est.mean:.2f} ± {est.sd:.2f} (sem {est.sem:.2f})",
+            f"{est.mean * px:.0f} ± {est.sd * px:.0f}" if px else "—",
+            f"{est.factor(target):.2f} ({lo:.2f}–{hi:.2f})",
+            f"{px / TRAINING_PIXEL_SIZE_NM:.2f} ({px:.4g} nm / {TRAINING_PIXEL_SIZE_NM:g})" if px else "—",
+        )
+        lines.append(
+            f"{path}: width {est.mean:.2f} ± {est.sd:.2f} px → factor {est.factor(target):.2f}"
+            f" ({lo:.2f}–{hi:.2f})" + (f"; from the pixel size: {px / TRAINING_PIXEL_SIZE_NM:.2f}" if px else "")
+        )
+    out.print(table)
+    for line in lines:  # one plain line per file, for scripts
+        out.print(line, highlight=False, soft_wrap=True)
+    out.print(
+        "width: length-weighted mean ± sd over mitochondria (sem: uncertainty of the mean); factor range: mean ± 2"
+        " sem",
+        highlight=False,
+    )
 
 
 def _help(fn: Callable[..., Any]) -> str:
@@ -286,8 +401,14 @@ def _help(fn: Callable[..., Any]) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    """Add `package`, `validate`, `test` and `predict` to `app`."""
-    commands = {"package": cmd_package, "validate": cmd_validate, "test": cmd_test, "predict": cmd_predict}
+    """Add `package`, `validate`, `test`, `predict` and `estimate-scale` to `app`."""
+    commands = {
+        "package": cmd_package,
+        "validate": cmd_validate,
+        "test": cmd_test,
+        "predict": cmd_predict,
+        "estimate-scale": cmd_estimate_scale,
+    }
     for name, fn in commands.items():
         app.command(name, help=_help(fn))(user_errors(fn))
 

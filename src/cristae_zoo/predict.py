@@ -29,10 +29,11 @@ import numpy as np
 
 from cristae_zoo.errors import CristaeZooError
 from cristae_zoo.export import WEIGHTS_FORMAT_ALIASES
-from cristae_zoo.export.halo import tiled_apply
 
-#: Largest network input edge (px, halo included) before the image is split into tiles.
-DEFAULT_TILE = 1024
+#: Largest network input edge (px, halo included) before the image is split into tiles: 1024 px of output plus
+#: DeepCristae's 2 × 56 px halo, so a 2048 px plane is 2 × 2 tiles (halo recomputation +11 %) rather than 3 × 3
+#: (+23 %), while a tile's activations stay well under 1 GB (see docs/benchmarks.md).
+DEFAULT_TILE = 1152
 MODEL_ZOO = "model_zoo"
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 
@@ -202,6 +203,137 @@ def as_2d(image: np.ndarray, name: str = "image") -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------- predict
 
 
+class Restorer:
+    """A loaded package that restores batches of same-size 2D planes; the model is loaded once and reused.
+
+    `weights_format`: onnx | tensorflow | torchscript (default: ONNX if the package has it). `tile`: largest network
+    input edge in px (halo included); larger planes are predicted in tiles. `None`: never tile.
+    """
+
+    def __init__(self, package: str | Path | Any, weights_format: str | None = None, tile: int | None = DEFAULT_TILE):
+        self.descr = load_package(package)
+        self.geometry = geometry(self.descr)
+        self.weights_format = normalize_weights_format(weights_format, self.descr)
+        self.in_id, self.out_id = str(self.descr.inputs[0].id), str(self.descr.outputs[0].id)
+        geo = self.geometry
+        if tile is not None:
+            tile = tile // geo.step * geo.step
+            if tile - 2 * geo.halo < geo.step:
+                raise CristaeZooError(
+                    f"tile {tile}: too small for this model's halo of {geo.halo} px; expected at least"
+                    f" {2 * geo.halo + geo.step}"
+                )
+        self.tile = tile
+        self._pp: Any = None
+
+    @property
+    def pipeline(self) -> Any:
+        if self._pp is None:
+            from bioimageio.core import create_prediction_pipeline
+
+            self._pp = create_prediction_pipeline(self.descr, weights_format=self.weights_format)
+        return self._pp
+
+    def close(self) -> None:
+        if self._pp is not None:
+            self._pp.unload()
+            self._pp = None
+
+    def __enter__(self) -> Restorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def n_tiles(self, shape: tuple[int, int]) -> int:
+        padded = [self.geometry.valid_size(n) for n in shape]
+        if self.tile is None or max(padded) <= self.tile:
+            return 1
+        inner = self.tile - 2 * self.geometry.halo
+        return len(range(0, padded[0], inner)) * len(range(0, padded[1], inner))
+
+    def predict(self, planes: np.ndarray, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Restore (B, Y, X) planes (each normalised on its own, as the package says); returns float32 (B, Y, X)."""
+        from bioimageio.core import Sample, Tensor
+
+        planes = np.asarray(planes, dtype=np.float32)
+        if planes.ndim == 2:
+            planes = planes[None]
+        geo, pp = self.geometry, self.pipeline
+        batch, height, width = planes.shape
+        padded_shape = (geo.valid_size(height), geo.valid_size(width))
+
+        sample = _sample(self.in_id, planes, "image")
+        pp.apply_preprocessing(sample)  # per-plane statistics, computed on the unpadded planes
+        x = sample.members[self.in_id].data.to_numpy()[:, 0].astype(np.float32, copy=False)
+        stat = sample.stat  # postprocessing may refer to the input's statistics
+        del sample
+        if padded_shape != (height, width):
+            x = np.pad(x, [(0, 0), (0, padded_shape[0] - height), (0, padded_shape[1] - width)], mode="symmetric")
+
+        def run(block: np.ndarray) -> np.ndarray:
+            block_sample = _sample(self.in_id, block, "block")
+            result = pp.predict_sample_without_blocking(
+                block_sample,
+                skip_preprocessing=True,
+                skip_postprocessing=True,
+                skip_input_padding=True,
+                skip_output_cropping=True,
+            )
+            return result.members[self.out_id].data.to_numpy()[:, 0].astype(np.float32, copy=False)
+
+        total = self.n_tiles((height, width))
+        if total == 1:
+            y = run(x)
+            if progress:
+                progress(1, 1)
+        else:
+            assert self.tile is not None
+            done = [0]
+
+            def run_counted(block: np.ndarray) -> np.ndarray:
+                out = run(block)
+                done[0] += 1
+                if progress:
+                    progress(done[0], total)
+                return out
+
+            y = tiled_apply_batch(run_counted, x, self.tile - 2 * geo.halo, geo.halo, min_size=geo.min_size)
+        del x
+        y = np.ascontiguousarray(y[:, :height, :width])
+        out_sample = Sample(members={self.out_id: Tensor.from_numpy(y[:, None], dims=BCYX)}, stat=stat, id="image")
+        pp.apply_postprocessing(out_sample)
+        return out_sample.members[self.out_id].data.to_numpy()[:, 0].astype(np.float32, copy=False)
+
+
+def tiled_apply_batch(
+    fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, inner: int, halo: int, min_size: int = 1
+) -> np.ndarray:
+    """`export.halo.tiled_apply` over the last two axes of a (B, Y, X) batch: every tile runs on all planes at once.
+
+    Tiles of `inner` px with `halo` px of context, never beyond the image, corners on multiples of `inner`."""
+    height, width = image.shape[-2:]
+    out = np.empty(image.shape, dtype=np.float32)
+    for y0 in range(0, height, inner):
+        y1 = min(y0 + inner, height)
+        ya, yb = _window(y0, y1, height, halo, min_size)
+        for x0 in range(0, width, inner):
+            x1 = min(x0 + inner, width)
+            xa, xb = _window(x0, x1, width, halo, min_size)
+            pred = fn(image[..., ya:yb, xa:xb])
+            out[..., y0:y1, x0:x1] = pred[..., y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+    return out
+
+
+def _window(start: int, stop: int, size: int, halo: int, min_size: int) -> tuple[int, int]:
+    """[start, stop) widened by `halo` within the image, and inwards to at least `min_size`."""
+    a, b = max(0, start - halo), min(size, stop + halo)
+    if b - a < min_size:
+        a = max(0, b - min_size)
+        b = min(size, a + min_size)
+    return a, b
+
+
 def predict_image(
     package: str | Path | Any,
     image: np.ndarray,
@@ -216,74 +348,21 @@ def predict_image(
     `tile`: largest network input edge in px (halo included); larger images are predicted in tiles. `None`: never
     tile. `progress(done, total)` is called after each tile.
     """
-    from bioimageio.core import Sample, Tensor, create_prediction_pipeline
-
-    descr = load_package(package)
+    restorer = Restorer(package, weights_format, tile)
     image2d = as_2d(image)
-    geo = geometry(descr)
-    wf = normalize_weights_format(weights_format, descr)
-    in_id, out_id = str(descr.inputs[0].id), str(descr.outputs[0].id)
-    if tile is not None:
-        tile = tile // geo.step * geo.step
-        if tile - 2 * geo.halo < geo.step:
-            raise CristaeZooError(
-                f"tile {tile}: too small for this model's halo of {geo.halo} px; expected at least"
-                f" {2 * geo.halo + geo.step}"
-            )
-
-    height, width = image2d.shape
-    padded_shape = (geo.valid_size(height), geo.valid_size(width))
-
-    with create_prediction_pipeline(descr, weights_format=wf) as pp:
-        sample = _sample(in_id, image2d, "image")
-        pp.apply_preprocessing(sample)  # per-image statistics, computed on the unpadded image
-        x = sample.members[in_id].data.to_numpy()[0, 0].astype(np.float32)
-        if padded_shape != x.shape:
-            x = np.pad(x, [(0, padded_shape[0] - height), (0, padded_shape[1] - width)], mode="symmetric")
-
-        def run(block: np.ndarray) -> np.ndarray:
-            block_sample = _sample(in_id, block, "block")
-            result = pp.predict_sample_without_blocking(
-                block_sample,
-                skip_preprocessing=True,
-                skip_postprocessing=True,
-                skip_input_padding=True,
-                skip_output_cropping=True,
-            )
-            return result.members[out_id].data.to_numpy()[0, 0].astype(np.float32)
-
-        if tile is None or max(x.shape) <= tile:
-            y = run(x)
-            if progress:
-                progress(1, 1)
-        else:
-            inner = tile - 2 * geo.halo
-            total = len(range(0, x.shape[0], inner)) * len(range(0, x.shape[1], inner))
-            done = [0]
-
-            def run_counted(block: np.ndarray) -> np.ndarray:
-                out = run(block)
-                done[0] += 1
-                if progress:
-                    progress(done[0], total)
-                return out
-
-            y = tiled_apply(run_counted, x, inner, geo.halo, min_size=geo.min_size)
-
-        y = y[:height, :width]
-        out_sample = Sample(members={out_id: Tensor.from_numpy(y[None, None], dims=BCYX)}, stat=sample.stat, id="image")
-        pp.apply_postprocessing(out_sample)
-        return out_sample.members[out_id].data.to_numpy()[0, 0].astype(np.float32)
+    with restorer:
+        return restorer.predict(image2d[None], progress=progress)[0]
 
 
 BCYX = ("batch", "channel", "y", "x")
 
 
-def _sample(member_id: str, image2d: np.ndarray, sample_id: str) -> Any:
-    """A bioimageio.core Sample of one (1, 1, Y, X) tensor (any size: padding and tiling are done here)."""
+def _sample(member_id: str, planes: np.ndarray, sample_id: str) -> Any:
+    """A bioimageio.core Sample of one (B, 1, Y, X) tensor from (B, Y, X) planes (any size: padding and tiling
+    are done here)."""
     from bioimageio.core import Sample, Tensor
 
-    return Sample(members={member_id: Tensor.from_numpy(image2d[None, None], dims=BCYX)}, stat={}, id=sample_id)
+    return Sample(members={member_id: Tensor.from_numpy(planes[:, None], dims=BCYX)}, stat={}, id=sample_id)
 
 
 def read_input_tiff(path: Path) -> np.ndarray:

@@ -1,0 +1,191 @@
+"""Where the planes are restored: in this process (threads) by default, or on a Dask distributed cluster.
+
+The work is the same either way: a `PlaneJob` (picklable: paths and numbers only) and batches of plane indices.
+`restore_batch` runs on a worker: it reads its planes from the input file, rescales them, restores them with a
+`Restorer` that the worker keeps loaded between batches, and either returns the planes (TIFF output, written in
+order by the client) or writes them straight into the output OME-Zarr (each plane is whole chunks, so workers
+never write the same chunk). The executor is a `concurrent.futures.Executor`: a thread pool here, or the
+`ClientExecutor` of a `distributed.Client` for `--scheduler ADDRESS` (or `--scheduler local[:N]`, a `LocalCluster`
+of N worker processes). Results come back in order with a bounded number of batches in flight, so memory stays
+bounded by (in flight) × (batch) × (plane size) whatever the length of the stack.
+
+Workers read the input and write the output by path: on a remote cluster, both must be on a file system the
+workers see.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cristae_zoo.errors import CristaeZooError
+
+
+@dataclass(frozen=True)
+class PlaneJob:
+    """Everything a worker needs to restore planes of one acquisition (paths, not open files)."""
+
+    package: str
+    weights: str | None
+    tile: int | None
+    input: str
+    axes: str | None
+    channel: int | None
+    factor: float
+    restored_shape: tuple[int, int]  # plane shape after rescale (what the network sees)
+    output_shape: tuple[int, int]  # plane shape written (the input's when resampling back)
+    zarr_output: str | None = None  # workers write here (an OME-Zarr being written); None: return the planes
+
+
+_LOCK = threading.Lock()  # guards the caches below
+_TF_LOCK = threading.Lock()  # one TensorFlow call at a time (see restore_batch)
+_RESTORERS: dict[tuple[Any, ...], Any] = {}
+_DESCRIPTIONS: dict[str, Any] = {}  # packages already loaded and validated in this process, by path
+_ACQUISITIONS: dict[tuple[Any, ...], Any] = {}
+
+
+def _restorer(job: PlaneJob) -> Any:
+    """One loaded model per process (and per package/weights/tile): loading it is the slow part."""
+    from cristae_zoo.predict import Restorer
+
+    key = (job.package, job.weights, job.tile)
+    with _LOCK:
+        if key not in _RESTORERS:
+            _RESTORERS[key] = Restorer(_DESCRIPTIONS.get(job.package, job.package), job.weights, job.tile)
+        return _RESTORERS[key]
+
+
+def remember_package(source: str, descr: Any) -> None:
+    """Let workers in this process reuse a package the client has loaded (validating it again takes ~0.3 s)."""
+    with _LOCK:
+        _DESCRIPTIONS[source] = descr
+
+
+def _acquisition(job: PlaneJob) -> Any:
+    from cristae_zoo.acquisition import open_acquisition
+
+    key = (job.input, job.axes, job.channel)
+    with _LOCK:
+        if key not in _ACQUISITIONS:
+            _ACQUISITIONS[key] = open_acquisition(job.input, axes=job.axes, channel=job.channel)
+        return _ACQUISITIONS[key]
+
+
+def prepare_planes(job: PlaneJob, indices: list[tuple[int, ...]]) -> np.ndarray:
+    """The planes `indices` of the input, rescaled to what the network sees: float32 (B, Y', X')."""
+    from cristae_zoo.rescale import resample
+
+    acq = _acquisition(job)
+    with acq.open_array() as array:
+        return np.stack([resample(acq.read_plane(array, i), job.restored_shape) for i in indices])
+
+
+def restore_batch(job: PlaneJob, batch: list[tuple[int, ...]]) -> np.ndarray | int:
+    """Restore planes `batch` (indices in the acquisition's canonical order). Returns the planes (B, Y, X), or
+    writes them into `job.zarr_output` and returns how many were written."""
+    from cristae_zoo.rescale import resample
+
+    planes = prepare_planes(job, batch)
+    with _TF_LOCK if job.weights == "tensorflow_saved_model_bundle" else _nullcontext():
+        # TensorFlow's SavedModel layer is not safe to call from several threads at once; ONNX Runtime and
+        # TorchScript are.
+        restored = _restorer(job).predict(planes)
+    if tuple(restored.shape[-2:]) != tuple(job.output_shape):
+        restored = np.stack([resample(p, job.output_shape) for p in restored])
+    if job.zarr_output is None:
+        return restored
+    from cristae_zoo.acquisition import open_zarr_output
+
+    out = open_zarr_output(job.zarr_output)
+    for index, plane in zip(batch, restored):
+        out[tuple(index) + (slice(None), slice(None))] = plane
+    return len(batch)
+
+
+@contextmanager
+def _nullcontext() -> Iterator[None]:
+    yield
+
+
+def release_workers() -> None:
+    """Unload the models this process holds (tests, and the end of a local run)."""
+    with _LOCK:
+        for r in _RESTORERS.values():
+            r.close()
+        _RESTORERS.clear()
+        _ACQUISITIONS.clear()
+        _DESCRIPTIONS.clear()
+
+
+# ----------------------------------------------------------------------------------------------------- executors
+
+
+@dataclass
+class Engine:
+    executor: Executor
+    workers: int
+    description: str
+
+
+@contextmanager
+def engine(scheduler: str | None = None, workers: int = 1) -> Iterator[Engine]:
+    """An executor for `restore_batch`: threads in this process (`scheduler` None), a new `LocalCluster`
+    (`local` or `local:N`), or the Dask scheduler at `scheduler` (e.g. tcp://10.0.0.5:8786)."""
+    if workers < 1:
+        raise CristaeZooError(f"--workers {workers}: expected at least 1")
+    if scheduler is None:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cristae-zoo")
+        try:
+            yield Engine(pool, workers, f"{workers} thread{'s' if workers > 1 else ''} in this process")
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            release_workers()
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        raise CristaeZooError("--scheduler needs the 'distributed' package (pip install 'dask[distributed]')") from None
+    cluster = None
+    try:
+        if scheduler == "local" or scheduler.startswith("local:"):
+            n = int(scheduler.split(":", 1)[1]) if ":" in scheduler else workers
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+            client = Client(cluster)
+        else:
+            client = Client(scheduler, timeout="20s")
+    except (OSError, TimeoutError, ValueError) as err:
+        if cluster is not None:
+            cluster.close()
+        raise CristaeZooError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler ({err})") from None
+    try:
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+        yield Engine(client.get_executor(pure=False), n_workers, f"Dask scheduler {client.scheduler.address}"
+                     f" ({n_workers} worker{'s' if n_workers > 1 else ''})")  # fmt: skip
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def in_order(
+    executor: Executor, fn: Callable[..., Any], items: Iterable[Any], *args: Any, window: int = 2
+) -> Iterator[Any]:
+    """`fn(*args, item)` for every item, on `executor`, yielded in order with at most `window` items in flight."""
+    pending: deque[Future[Any]] = deque()
+    try:
+        for item in items:
+            pending.append(executor.submit(fn, *args, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for f in pending:
+            f.cancel()

@@ -1,0 +1,244 @@
+"""Restore whole acquisitions (2D, z-stacks, time series, 3D+t; TIFF or OME-Zarr) with a bioimage.io package.
+
+For each file: describe it (`acquisition`), choose the rescale factor (`rescale`), then restore every plane —
+read, rescale, normalise and predict in tiles, optionally resample back to the input grid — on the chosen engine
+(`distributed`), and write a file of the same kind with the same axes (the channel axis dropped), float32 values,
+the pixel size divided by the factor, and the input's metadata. The output appears atomically: it is written to a
+hidden partial path beside the target and moved into place only when complete; on any error (a NaN plane, a full
+disk, Ctrl-C) the partial output is removed and nothing else is touched. Inputs are never overwritten; an existing
+output only with `overwrite`.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cristae_zoo.acquisition import (
+    Acquisition,
+    OutputSpec,
+    create_zarr,
+    is_acquisition,
+    is_zarr,
+    list_acquisitions,
+    open_acquisition,
+    output_spec,
+    staged_output,
+    write_tiff_planes,
+)
+from cristae_zoo.errors import CristaeZooError
+from cristae_zoo.predict import DEFAULT_TILE
+
+#: Planes per network call. Batching does not make ONNX Runtime faster on CPU (see docs/benchmarks.md) but
+#: amortises the per-call overhead of small planes; it is capped so a batch stays a few tens of megapixels.
+DEFAULT_BATCH = 4
+_BATCH_PIXELS = 16 * 1024**2
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    weights: str | None = None
+    tile: int | None = DEFAULT_TILE
+    batch: int = DEFAULT_BATCH
+    axes: str | None = None
+    channel: int | None = None
+    rescale: float | str | None = None  # a factor, "auto", or None (from the pixel size)
+    pixel_size_nm: float | None = None
+    resample_back: bool = False
+    overwrite: bool = False
+    preview: bool = False
+    scheduler: str | None = None
+    workers: int = 1
+    estimate_planes: int = 5
+
+
+@dataclass
+class RestoreResult:
+    input: Path
+    output: Path
+    source: Acquisition
+    spec: OutputSpec
+    choice: Any  # rescale.RescaleChoice
+    seconds: float
+    preview: Path | None = None
+    engine: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+Progress = Callable[[str, int, int], None]  # (file name, planes done, planes total)
+
+
+def output_path_for(input: Path, output: Path, many: bool) -> Path:
+    """`output` itself for one file; for a folder of inputs, the input's name inside the `output` folder."""
+    return Path(output) / Path(input).name if many else Path(output)
+
+
+def plan(inputs: Path, output: Path) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: one file, or every acquisition of a folder into an output folder."""
+    inputs = Path(inputs)
+    if not inputs.exists():
+        raise CristaeZooError(f"{inputs}: file not found")
+    if inputs.is_dir() and not is_acquisition(inputs):
+        files = list_acquisitions(inputs)
+        if Path(output).exists() and not Path(output).is_dir():
+            raise CristaeZooError(f"{output}: expected an output folder for the folder of inputs {inputs}")
+        pairs = [(f, output_path_for(f, output, True)) for f in files]
+    else:
+        output = Path(output)
+        if output.is_dir() and not is_zarr(output):  # an existing folder: write the input's name into it
+            output = output / inputs.name
+        pairs = [(inputs, output)]
+    for inp, out in pairs:
+        i, o = inp.resolve(), out.resolve()
+        if o == i or i in o.parents:  # the input itself, or a path inside an input OME-Zarr folder
+            raise CristaeZooError(f"{out}: refusing to overwrite an input file")
+    return pairs
+
+
+def restore_path(
+    package: str | Path,
+    inputs: Path,
+    output: Path,
+    options: RestoreOptions,
+    progress: Progress | None = None,
+    *,
+    descr: Any = None,
+) -> list[RestoreResult]:
+    """Restore one acquisition or a folder of them; see the module docstring. `package`: a package folder, rdf,
+    zip or model name; `descr`: its description if already loaded (`predict.load_package`), to skip validating
+    it again."""
+    from cristae_zoo.distributed import engine, remember_package
+    from cristae_zoo.predict import load_package, normalize_weights_format
+
+    pairs = plan(inputs, output)
+    descr = descr if descr is not None else load_package(package)
+    weights = normalize_weights_format(options.weights, descr)
+    package_source = str(_package_source(package))
+    results = []
+    with engine(options.scheduler, options.workers) as eng:
+        remember_package(package_source, descr)
+        for inp, out in pairs:
+            results.append(
+                restore_one(package_source, descr, weights, inp, out, options, eng, progress=progress)
+            )
+    return results
+
+
+def _package_source(package: str | Path) -> Path:
+    from cristae_zoo.predict import resolve_package
+
+    return resolve_package(package).resolve()
+
+
+def restore_one(
+    package: str,
+    descr: Any,
+    weights: str | None,
+    input: Path,
+    output: Path,
+    options: RestoreOptions,
+    eng: Any,
+    *,
+    progress: Progress | None = None,
+) -> RestoreResult:
+    from cristae_zoo import __version__
+    from cristae_zoo.distributed import PlaneJob, in_order, restore_batch
+    from cristae_zoo.rescale import choose_factor, estimate_width, pick_planes, rescaled_shape, training_scale
+
+    start = time.perf_counter()
+    acq = open_acquisition(input, axes=options.axes, channel=options.channel, pixel_size_nm=options.pixel_size_nm)
+    if Path(output).exists() and not options.overwrite:  # before the slow parts
+        raise CristaeZooError(f"{output}: already exists; use --overwrite to replace it")
+    train = training_scale(descr)
+
+    def estimate() -> Any:
+        return estimate_width(list(acq.iter_planes(pick_planes(acq, options.estimate_planes))), name=str(input))
+
+    choice = choose_factor(options.rescale, options.pixel_size_nm, acq.pixel_size_nm, train, name=str(input),
+                           estimate=estimate)  # fmt: skip
+    t_factor = time.perf_counter() - start
+    restored_shape = rescaled_shape(acq.plane_shape, choice.factor)
+    written_shape = acq.plane_shape if options.resample_back else restored_shape
+    provenance = {
+        "software": f"cristae-zoo {__version__}",
+        "model": str(descr.name),
+        "package": package,
+        "weights": weights or "onnx",
+        "input": str(Path(input).name),
+        "rescale_factor": choice.factor,
+        "rescale_source": choice.source,
+        "resampled_back_to_input_grid": options.resample_back,
+    }
+    if choice.width is not None:
+        provenance["estimated_width_px"] = round(choice.width.mean, 3)
+    spec = output_spec(acq, Path(output), written_shape, 1.0 if options.resample_back else choice.factor,
+                       provenance)  # fmt: skip
+    batch = max(1, min(options.batch, _BATCH_PIXELS // max(1, restored_shape[0] * restored_shape[1])))
+    indices = acq.plane_indices()
+    batches = [indices[i : i + batch] for i in range(0, len(indices), batch)]
+    window = max(2, eng.workers + 1)
+    name = Path(input).name
+    done = 0
+    if progress:
+        progress(name, 0, len(indices))
+    try:
+        with staged_output(Path(output), overwrite=options.overwrite) as tmp:
+            job = PlaneJob(package=package, weights=weights, tile=options.tile, input=str(Path(input).resolve()),
+                           axes=options.axes, channel=options.channel, factor=choice.factor,
+                           restored_shape=restored_shape, output_shape=written_shape,
+                           zarr_output=str(tmp.resolve()) if spec.kind == "ome-zarr" else None)  # fmt: skip
+            if spec.kind == "ome-zarr":
+                create_zarr(spec, tmp)
+                for n in in_order(eng.executor, restore_batch, batches, job, window=window):
+                    done += n
+                    if progress:
+                        progress(name, done, len(indices))
+            else:
+
+                def planes() -> Any:
+                    nonlocal done
+                    for restored in in_order(eng.executor, restore_batch, batches, job, window=window):
+                        for plane in restored:
+                            yield plane
+                        done += len(restored)
+                        if progress:
+                            progress(name, done, len(indices))
+
+                write_tiff_planes(spec, tmp, planes())
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CristaeZooError(
+                f"{output}: disk full while writing ({err.strerror}); the partial output was removed, {input} is"
+                " untouched"
+            ) from None
+        raise CristaeZooError(f"{output}: cannot write ({err}); the partial output was removed") from None
+    seconds = time.perf_counter() - start
+    result = RestoreResult(input=Path(input), output=Path(output), source=acq, spec=spec, choice=choice,
+                           seconds=seconds, engine=eng.description,
+                           timings={"factor_s": t_factor, "restore_s": seconds - t_factor})  # fmt: skip
+    if options.preview:
+        result.preview = write_preview(result)
+    return result
+
+
+def preview_path(output: Path) -> Path:
+    name = Path(output).name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome.zarr", ".zarr"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return Path(output).parent / f"{name}.preview.png"
+
+
+def write_preview(result: RestoreResult) -> Path:
+    from cristae_zoo.preview import projection, save_preview
+
+    restored_acq = open_acquisition(result.output)
+    restored = projection(restored_acq)
+    raw = projection(result.source, shape=restored.shape)
+    title = f"{result.input.name}: raw (bottom left) / restored (top right), {result.choice.describe()}"
+    return save_preview(raw, restored, preview_path(result.output), title)

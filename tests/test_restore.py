@@ -1,0 +1,264 @@
+"""Restoring whole acquisitions: stacks, rescale, batches and tiles, folders, outputs, Dask, and bad input."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import numpy as np
+import pytest
+import tifffile
+import typer
+import zarr
+from typer.testing import CliRunner
+
+from cristae_zoo.acquisition import open_acquisition
+from cristae_zoo.cli_zoo import register
+from cristae_zoo.errors import CristaeZooError
+from cristae_zoo.export.testing import synthetic_mito_image
+from cristae_zoo.predict import Restorer, predict_image
+from cristae_zoo.rescale import resample
+from cristae_zoo.restore import RestoreOptions, restore_path
+
+
+@pytest.fixture
+def app():
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+@pytest.fixture(autouse=True)
+def _scratch_cwd(tmp_path, monkeypatch):
+    """bioimageio.core unzips TensorFlow weights into the working directory."""
+    monkeypatch.chdir(tmp_path)
+
+
+def _tzyx(t=2, z=3, shape=(60, 70)):
+    return np.stack([np.stack([synthetic_mito_image(shape, seed=10 * i + j) for j in range(z)]) for i in range(t)])
+
+
+def _hyperstack(path, data, pixel_um=0.05, axes="TZYX"):
+    tifffile.imwrite(path, data.astype(np.uint16), imagej=True, resolution=(1 / pixel_um, 1 / pixel_um),
+                     metadata={"axes": axes, "unit": "um", "spacing": 0.2, "finterval": 3.0})  # fmt: skip
+    return path
+
+
+def _ngff(path, data, pixel_nm=50.0):
+    """A minimal OME-Zarr 0.4 (t, z, y, x) with one chunk per plane."""
+    group = zarr.open_group(path, mode="w", zarr_format=2)
+    group.create_array("0", shape=data.shape, chunks=(1, 1) + data.shape[-2:], dtype="uint16")[...] = data
+    axes = [{"name": "t", "type": "time", "unit": "second"}, {"name": "z", "type": "space", "unit": "nanometer"},
+            {"name": "y", "type": "space", "unit": "nanometer"}, {"name": "x", "type": "space", "unit": "nanometer"}]
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": [{"path": "0",
+        "coordinateTransformations": [{"type": "scale", "scale": [3.0, 200.0, pixel_nm, pixel_nm]}]}]}]  # fmt: skip
+    return path
+
+
+def _one_line(result) -> str:
+    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
+    return lines[-1]
+
+
+# ------------------------------------------------------------------------------------------------ the restorer
+
+
+def test_batch_equals_one_plane_at_a_time(tiny_package):
+    planes = np.stack([synthetic_mito_image((70, 90), seed=s) for s in range(3)])
+    planes[1] *= 3  # each plane is normalised with its own percentiles
+    with Restorer(tiny_package) as r:
+        batch = r.predict(planes)
+        single = np.stack([r.predict(p[None])[0] for p in planes])
+    np.testing.assert_allclose(batch, single, atol=1e-5)
+    np.testing.assert_allclose(single[0], predict_image(tiny_package, planes[0]), atol=1e-6)
+
+
+def test_tiled_batch_equals_untiled(tiny_package):
+    planes = np.stack([synthetic_mito_image((203, 190), seed=s) for s in range(2)])  # not a multiple of the step
+    ticks = []
+    with Restorer(tiny_package, tile=None) as r:
+        untiled = r.predict(planes)
+    with Restorer(tiny_package, tile=64) as r:
+        tiled = r.predict(planes, progress=lambda done, total: ticks.append(total))
+    assert ticks and ticks[-1] > 4
+    np.testing.assert_allclose(tiled, untiled, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ acquisitions
+
+
+def test_stack_is_restored_plane_by_plane(tiny_package, tmp_path):
+    data = _tzyx()
+    src = _hyperstack(tmp_path / "stack.tif", data, pixel_um=0.0375)  # 37.5 nm → factor 1.5
+    (result,) = restore_path(tiny_package, src, tmp_path / "out.tif", RestoreOptions(batch=4))
+    assert result.choice.factor == pytest.approx(1.5) and result.choice.source == "metadata"
+    out = tifffile.imread(result.output)
+    assert out.shape == (2, 3, 90, 105) and out.dtype == np.float32
+    back = open_acquisition(result.output)
+    assert back.axes == "TZYX" and back.pixel_size_nm == pytest.approx((25.0, 25.0))
+    assert back.z_step_nm == pytest.approx(200.0) and back.time_step_s == pytest.approx(3.0)
+    for t, z in [(0, 0), (1, 2)]:
+        plane = resample(data[t, z].astype(np.float32), (90, 105))
+        np.testing.assert_allclose(out[t, z], predict_image(tiny_package, plane), atol=1e-5)
+
+
+@pytest.mark.parametrize("weights", ["tensorflow", "torchscript"])
+def test_other_weights_formats(tiny_package, tmp_path, weights):
+    src = _hyperstack(tmp_path / "stack.tif", _tzyx(t=1, z=2), pixel_um=0.025)
+    (result,) = restore_path(tiny_package, src, tmp_path / "out.tif", RestoreOptions(weights=weights, workers=2))
+    (reference,) = restore_path(tiny_package, src, tmp_path / "ref.tif", RestoreOptions(weights="onnx"))
+    assert "weights" in result.spec.provenance and result.spec.provenance["weights"] != "onnx"
+    np.testing.assert_allclose(tifffile.imread(result.output), tifffile.imread(reference.output), atol=1e-4)
+
+
+def test_resample_back_and_pixel_size_option(tiny_package, tmp_path):
+    src = tmp_path / "plane.tif"
+    tifffile.imwrite(src, synthetic_mito_image((64, 72)).astype(np.uint16))  # no pixel size
+    options = RestoreOptions(pixel_size_nm=50.0, resample_back=True)
+    (result,) = restore_path(tiny_package, src, tmp_path / "out.tif", options)
+    assert result.choice.factor == pytest.approx(2.0) and result.choice.source == "--pixel-size"
+    back = open_acquisition(result.output)
+    assert back.shape == (64, 72) and back.pixel_size_nm == pytest.approx((50.0, 50.0))
+
+
+def test_ome_zarr_in_and_out_with_channel(tiny_package, tmp_path):
+    data = _tzyx(t=1, z=2)
+    src = _ngff(tmp_path / "in.zarr", data)
+    (result,) = restore_path(tiny_package, src, tmp_path / "out.zarr", RestoreOptions(rescale=1.0))
+    out = zarr.open_array(result.output / "0", mode="r")
+    assert out.shape == (1, 2, 60, 70) and out.chunks == (1, 1, 60, 70)
+    np.testing.assert_allclose(out[0, 1], predict_image(tiny_package, data[0, 1]), atol=1e-5)
+    back = open_acquisition(result.output)
+    assert back.pixel_size_nm == pytest.approx((50.0, 50.0)) and back.metadata["attrs"]["cristae_zoo"]["rescale_factor"] == 1.0
+
+
+def test_folder_of_files_and_overwrite(tiny_package, tmp_path, app):
+    folder = tmp_path / "acquisitions"
+    folder.mkdir()
+    _hyperstack(folder / "a.tif", _tzyx(t=1, z=2))
+    _hyperstack(folder / "b.tif", _tzyx(t=2, z=1), axes="TZYX")
+    _ngff(folder / "c.zarr", _tzyx(t=1, z=1))
+    (folder / "notes.txt").write_text("not an image")
+    args = ["predict", str(tiny_package), str(folder), "-o", str(tmp_path / "restored"), "--rescale", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(tmp_path / "restored")) == ["a.tif", "b.tif", "c.zarr"]
+    before = {p: (folder / p).stat().st_mtime_ns for p in ("a.tif", "b.tif")}
+
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "already exists; use --overwrite" in _one_line(again)
+    again = CliRunner().invoke(app, [*args, "--overwrite"])
+    assert again.exit_code == 0, again.output
+    assert before == {p: (folder / p).stat().st_mtime_ns for p in ("a.tif", "b.tif")}  # inputs untouched
+    assert not [p for p in os.listdir(tmp_path / "restored") if p.startswith(".")]  # no partial files left
+
+
+def test_refuses_to_overwrite_inputs(tiny_package, tmp_path):
+    src = _hyperstack(tmp_path / "in.tif", _tzyx(t=1, z=1))
+    with pytest.raises(CristaeZooError, match="refusing to overwrite an input"):
+        restore_path(tiny_package, src, src, RestoreOptions(overwrite=True))
+    zsrc = _ngff(tmp_path / "in.zarr", _tzyx(t=1, z=1))
+    with pytest.raises(CristaeZooError, match="refusing to overwrite an input"):
+        restore_path(tiny_package, zsrc, zsrc, RestoreOptions(overwrite=True))
+
+
+def test_cli_preview_and_auto_rescale(tiny_package, tmp_path, app):
+    src = _hyperstack(tmp_path / "stack.tif", _tzyx(t=2, z=2, shape=(96, 96)))
+    out = tmp_path / "out.tif"
+    result = CliRunner().invoke(app, ["predict", str(tiny_package), str(src), "-o", str(out), "--rescale", "auto",
+                                      "--preview"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "(auto: mitochondria" in result.output.replace("\n", " ")
+    png = tmp_path / "out.preview.png"
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.format == "PNG" and min(im.size) >= 256
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "message"),
+    [
+        (lambda p: tifffile.imwrite(p, np.ones((5, 32, 32), np.uint16)), [], "--axes"),
+        (lambda p: tifffile.imwrite(p, np.ones((2, 32, 32), np.uint16), imagej=True, metadata={"axes": "CYX"}),
+         ["--rescale", "1"], "--channel"),  # fmt: skip
+        (lambda p: tifffile.imwrite(p, np.ones((32, 32), np.uint16)), [], "--pixel-size"),
+        (lambda p: p.write_bytes(b""), [], "empty file"),
+    ],
+    ids=["unknown-axes", "channel-axis", "no-pixel-size", "zero-size"],
+)
+def test_bad_input_is_one_line(tiny_package, tmp_path, app, make, args, message):
+    src = tmp_path / "bad.tif"
+    make(src)
+    before = src.read_bytes()
+    result = CliRunner().invoke(app, ["predict", str(tiny_package), str(src), "-o", str(tmp_path / "o.tif"), *args])
+    assert result.exit_code == 2, result.output
+    line = _one_line(result)
+    assert message in line and "bad.tif" in line and "Traceback" not in result.output
+    assert sorted(os.listdir(tmp_path)) == ["bad.tif"] and src.read_bytes() == before
+
+
+def test_nan_plane_midway_removes_partial_output(tiny_package, tmp_path, app):
+    data = _tzyx(t=1, z=6).astype(np.float32)
+    data[0, 4, 10, 10] = np.nan
+    src = tmp_path / "nan.tif"
+    tifffile.imwrite(src, data, imagej=True, metadata={"axes": "TZYX"})
+    result = CliRunner().invoke(app, ["predict", str(tiny_package), str(src), "-o", str(tmp_path / "o.tif"),
+                                      "--rescale", "1", "--batch", "1"])  # fmt: skip
+    assert result.exit_code == 2 and "plane z=4 contains NaN" in _one_line(result)
+    assert sorted(os.listdir(tmp_path)) == ["nan.tif"]
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".zarr"])
+def test_disk_full_midway(tiny_package, tmp_path, monkeypatch, suffix):
+    import cristae_zoo.distributed as distributed
+
+    src = _hyperstack(tmp_path / "in.tif", _tzyx(t=1, z=4))
+    before = src.read_bytes()
+    real = distributed.restore_batch
+    calls = []
+
+    def filling_up(job, batch):
+        calls.append(batch)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(job, batch)
+
+    monkeypatch.setattr(distributed, "restore_batch", filling_up)
+    out = tmp_path / f"out{suffix}"
+    with pytest.raises(CristaeZooError, match="disk full.*partial output was removed") as err:
+        restore_path(tiny_package, src, out, RestoreOptions(rescale=1.0, batch=1))
+    assert str(out) in str(err.value)
+    assert sorted(os.listdir(tmp_path)) == ["in.tif"] and src.read_bytes() == before
+
+
+# ------------------------------------------------------------------------------------------------------ Dask
+
+
+def test_dask_cluster_equals_single_process(tiny_package, tmp_path):
+    """Two worker processes of a LocalCluster, reading and writing OME-Zarr chunks, give the single-process result."""
+    from distributed import LocalCluster
+
+    src = _ngff(tmp_path / "in.zarr", _tzyx(t=3, z=2))
+    options = RestoreOptions(rescale=1.5, batch=1)
+    (single,) = restore_path(tiny_package, src, tmp_path / "single.zarr", options)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        (dist,) = restore_path(tiny_package, src, tmp_path / "dask.zarr",
+                               RestoreOptions(rescale=1.5, batch=1, scheduler=cluster.scheduler_address))  # fmt: skip
+        assert "2 workers" in dist.engine
+    a = zarr.open_array(single.output / "0", mode="r")[...]
+    b = zarr.open_array(dist.output / "0", mode="r")[...]
+    assert a.shape == (3, 2, 90, 105)
+    np.testing.assert_array_equal(a, b)
+    tiff = restore_path(tiny_package, src, tmp_path / "threads.tif", RestoreOptions(rescale=1.5, workers=2))[0]
+    np.testing.assert_array_equal(tifffile.imread(tiff.output), a)
+
+
+def test_bad_scheduler_address(tiny_package, tmp_path):
+    src = _ngff(tmp_path / "in.zarr", _tzyx(t=1, z=1))
+    with pytest.raises(CristaeZooError, match="--scheduler tcp://127.0.0.1:1: cannot connect"):
+        restore_path(tiny_package, src, tmp_path / "o.zarr", RestoreOptions(rescale=1.0, scheduler="tcp://127.0.0.1:1"))
+    assert not (tmp_path / "o.zarr").exists()
