@@ -34,11 +34,11 @@ from cristae_zoo.errors import CristaeZooError
 TRAINING_PIXEL_SIZE_NM = 25.0
 TRAINING_WIDTH_PX = 15.64
 #: Measured half-maximum width → mitochondrion width: on simulated training inputs (25 nm/px, σ_blur 3.25 px,
-#: drawn widths 15.6 ± 4 px; other seeds than the check) the half-maximum width is 1/0.75 of the drawn width,
-#: because the blur and the smoothing widen the profile of a tube only ~5 σ wide. It holds for images blurred like
+#: drawn widths 15.6 ± 4 px; seeds 100–104, not those of the check), shrunk 1–4×, the half-maximum width is
+#: 1/0.705 of the drawn width, because the blur and the smoothing widen the profile of a tube only ~5 σ wide. It holds for images blurred like
 #: the training inputs relative to their mitochondria; blurrier ones (e.g. defocus, a diffraction-limited PSF on
 #: thin mitochondria) read wider, hence a smaller factor (`benchmarks/estimator_check.py --calibrate`).
-FWHM_TO_WIDTH = 0.75
+FWHM_TO_WIDTH = 0.705
 #: Below this width (px) the image is measured on an upsampled copy.
 _THIN_PX = 10.0
 _MAX_UPSAMPLE = 4

@@ -33,10 +33,11 @@ from cristae_zoo.acquisition import (
 from cristae_zoo.errors import CristaeZooError
 from cristae_zoo.predict import DEFAULT_TILE
 
-#: Planes per network call. Batching does not make ONNX Runtime faster on CPU (see docs/benchmarks.md) but
-#: amortises the per-call overhead of small planes; it is capped so a batch stays a few tens of megapixels.
+#: Planes per network call. Batching amortises the per-call overhead of small planes (see docs/benchmarks.md);
+#: a batch is capped at about one full tile of pixels, because the network's activations grow with the batch
+#: (four 1024² planes at once took ONNX Runtime past 5 GB).
 DEFAULT_BATCH = 4
-_BATCH_PIXELS = 16 * 1024**2
+_BATCH_PIXELS = 1152 * 1152
 
 
 @dataclass(frozen=True)
