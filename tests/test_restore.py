@@ -262,3 +262,49 @@ def test_bad_scheduler_address(tiny_package, tmp_path):
     with pytest.raises(CristaeZooError, match="--scheduler tcp://127.0.0.1:1: cannot connect"):
         restore_path(tiny_package, src, tmp_path / "o.zarr", RestoreOptions(rescale=1.0, scheduler="tcp://127.0.0.1:1"))
     assert not (tmp_path / "o.zarr").exists()
+
+
+# ------------------------------------------------------------------------------ uncertainty: predict --ensemble
+
+
+def test_cli_ensemble_tta_writes_mean_and_std(tiny_package, tmp_path, app):
+    from cristae_zoo.uncertainty import predict_with_uncertainty
+
+    data = _tzyx(t=1, z=2, shape=(64, 72))[0]
+    src = _hyperstack(tmp_path / "stack.tif", data, axes="ZYX")
+    out = tmp_path / "out.tif"
+    result = CliRunner().invoke(app, ["predict", str(tiny_package), str(src), "-o", str(out), "--rescale", "1",
+                                      "--ensemble", "8"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    mean, std = tifffile.imread(out), tifffile.imread(tmp_path / "out_std.tif")
+    assert mean.shape == std.shape == (2, 64, 72)
+    back = open_acquisition(tmp_path / "out_std.tif")  # same axes and pixel size as the restoration
+    assert back.axes == "ZYX" and back.pixel_size_nm == pytest.approx((50.0, 50.0))
+    for z in range(2):  # the same statistics computed directly, plane by plane
+        m, s = predict_with_uncertainty(lambda im: predict_image(tiny_package, im), data[z].astype(np.float32))
+        np.testing.assert_allclose(mean[z], m, atol=1e-5)
+        np.testing.assert_allclose(std[z], s, atol=1e-5)
+    assert std.max() > 0  # an untrained network is far from rotation-equivariant
+
+
+def test_ensemble_of_identical_models_has_zero_std_in_zarr(tiny_package, tmp_path):
+    data = _tzyx(t=1, z=2)
+    src = _ngff(tmp_path / "in.zarr", data)
+    options = RestoreOptions(rescale=1.0, members=(str(tiny_package),))
+    (result,) = restore_path(tiny_package, src, tmp_path / "out.ome.zarr", options)
+    assert result.uncertainty == tmp_path / "out_std.ome.zarr"
+    mean = zarr.open_array(result.output / "0", mode="r")[...]
+    std = zarr.open_array(result.uncertainty / "0", mode="r")[...]
+    np.testing.assert_allclose(mean[0, 1], predict_image(tiny_package, data[0, 1]), atol=1e-5)
+    assert std.shape == mean.shape and np.abs(std).max() < 1e-5
+
+
+def test_ensemble_bad_k_and_existing_std(tiny_package, tmp_path, app):
+    src = _hyperstack(tmp_path / "stack.tif", _tzyx(t=1, z=1))
+    args = ["predict", str(tiny_package), str(src), "-o", str(tmp_path / "o.tif"), "--rescale", "1"]
+    result = CliRunner().invoke(app, [*args, "--ensemble", "9"])
+    assert result.exit_code == 2 and "--ensemble 9" in _one_line(result)
+    (tmp_path / "o_std.tif").write_bytes(b"keep")
+    result = CliRunner().invoke(app, [*args, "--ensemble", "2"])
+    assert result.exit_code == 2 and "o_std.tif: already exists" in _one_line(result)
+    assert (tmp_path / "o_std.tif").read_bytes() == b"keep" and not (tmp_path / "o.tif").exists()

@@ -302,6 +302,22 @@ def cmd_predict(
         ),
     ] = None,
     workers: Annotated[int, typer.Option(help="threads (or local cluster processes) restoring planes at once")] = 1,
+    ensemble: Annotated[
+        int,
+        typer.Option(
+            help="K test-time augmentations (2–8 dihedral transforms: rotations by 90°, flipped or not) per plane;"
+            " writes the mean as OUTPUT and the pixel-wise standard deviation as OUTPUT_std (an uncertainty map)."
+            " K× slower"
+        ),
+    ] = 1,
+    ensemble_member: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--ensemble-member",
+            help="another package (e.g. a model trained with another seed) averaged with PACKAGE; repeat for more."
+            " Also writes OUTPUT_std",
+        ),
+    ] = None,
 ) -> None:
     """Restore an acquisition (2D, z-stack, time series or 3D+t; TIFF or OME-Zarr) or a folder of them, plane by
     plane, with a bioimage.io package through bioimageio.core. Each plane is first rescaled so that mitochondria
@@ -316,7 +332,8 @@ def cmd_predict(
     options = RestoreOptions(
         weights=weights, tile=tile, batch=batch, axes=axes, channel=channel, rescale=parse_rescale(rescale),
         pixel_size_nm=pixel_size, resample_back=resample_back, overwrite=overwrite, preview=preview,
-        scheduler=scheduler, workers=workers,
+        scheduler=scheduler, workers=workers, ensemble=ensemble,
+        members=tuple(_abs_package(m) for m in ensemble_member or ()),
     )  # fmt: skip
     plan(input, output)  # user errors before any progress bar
     descr = load_package(package)
@@ -336,6 +353,8 @@ def cmd_predict(
             f" on {r.engine})",
             highlight=False,
         )
+        if r.uncertainty is not None:
+            out.print(f"uncertainty (pixel-wise std over the ensemble) {r.uncertainty}", highlight=False)
         if r.preview is not None:
             out.print(f"preview {r.preview}", highlight=False)
 

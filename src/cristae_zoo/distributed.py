@@ -42,6 +42,16 @@ class PlaneJob:
     restored_shape: tuple[int, int]  # plane shape after rescale (what the network sees)
     output_shape: tuple[int, int]  # plane shape written (the input's when resampling back)
     zarr_output: str | None = None  # workers write here (an OME-Zarr being written); None: return the planes
+    # Uncertainty (`predict --ensemble`): `tta` dihedral transforms of each plane, through this package and the
+    # `members` packages; the mean is the restoration and the pixel-wise standard deviation goes to `std_zarr_output`
+    # (or is returned beside the planes).
+    tta: int = 1
+    members: tuple[str, ...] = ()
+    std_zarr_output: str | None = None
+
+    @property
+    def uncertainty(self) -> bool:
+        return self.tta > 1 or bool(self.members)
 
 
 _LOCK = threading.Lock()  # guards the caches below
@@ -87,26 +97,44 @@ def prepare_planes(job: PlaneJob, indices: list[tuple[int, ...]]) -> np.ndarray:
         return np.stack([resample(acq.read_plane(array, i), job.restored_shape) for i in indices])
 
 
-def restore_batch(job: PlaneJob, batch: list[tuple[int, ...]]) -> np.ndarray | int:
-    """Restore planes `batch` (indices in the acquisition's canonical order). Returns the planes (B, Y, X), or
-    writes them into `job.zarr_output` and returns how many were written."""
+def restore_batch(job: PlaneJob, batch: list[tuple[int, ...]]) -> np.ndarray | tuple[np.ndarray, np.ndarray] | int:
+    """Restore planes `batch` (indices in the acquisition's canonical order). Returns the planes (B, Y, X) — with
+    `job.uncertainty`, the (mean, std) pair of them — or writes them into `job.zarr_output` (and the std into
+    `job.std_zarr_output`) and returns how many were written."""
     from cristae_zoo.rescale import resample
 
     planes = prepare_planes(job, batch)
+    outputs = list(_predict_with_std(job, planes)) if job.uncertainty else [_predict(job, planes)]
+    if tuple(outputs[0].shape[-2:]) != tuple(job.output_shape):
+        outputs = [np.stack([resample(p, job.output_shape) for p in o]) for o in outputs]
+    if job.zarr_output is None:
+        return tuple(outputs) if job.uncertainty else outputs[0]
+    from cristae_zoo.acquisition import open_zarr_output
+
+    for path, restored in zip((job.zarr_output, job.std_zarr_output), outputs):
+        out = open_zarr_output(path)
+        for index, plane in zip(batch, restored):
+            out[tuple(index) + (slice(None), slice(None))] = plane
+    return len(batch)
+
+
+def _predict(job: PlaneJob, planes: np.ndarray) -> np.ndarray:
     with _TF_LOCK if job.weights == "tensorflow_saved_model_bundle" else _nullcontext():
         # TensorFlow's SavedModel layer is not safe to call from several threads at once; ONNX Runtime and
         # TorchScript are.
-        restored = _restorer(job).predict(planes)
-    if tuple(restored.shape[-2:]) != tuple(job.output_shape):
-        restored = np.stack([resample(p, job.output_shape) for p in restored])
-    if job.zarr_output is None:
-        return restored
-    from cristae_zoo.acquisition import open_zarr_output
+        return _restorer(job).predict(planes)
 
-    out = open_zarr_output(job.zarr_output)
-    for index, plane in zip(batch, restored):
-        out[tuple(index) + (slice(None), slice(None))] = plane
-    return len(batch)
+
+def _predict_with_std(job: PlaneJob, planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and pixel-wise standard deviation over the ensemble: every package × `tta` dihedral transforms."""
+    from dataclasses import replace
+
+    from cristae_zoo.uncertainty import predict_ensemble
+
+    jobs = [job] + [replace(job, package=m, members=()) for m in job.members]
+    fns = [lambda im, j=j: _predict(j, im[None])[0] for j in jobs]
+    pairs = [predict_ensemble(fns, p, tta=job.tta) for p in planes]
+    return np.stack([m for m, _ in pairs]), np.stack([s for _, s in pairs])
 
 
 @contextmanager

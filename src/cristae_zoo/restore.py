@@ -12,11 +12,15 @@ output only with `overwrite`.
 from __future__ import annotations
 
 import errno
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from contextlib import ExitStack
 from typing import Any
+
+import numpy as np
 
 from cristae_zoo.acquisition import (
     Acquisition,
@@ -32,6 +36,7 @@ from cristae_zoo.acquisition import (
 )
 from cristae_zoo.errors import CristaeZooError
 from cristae_zoo.predict import DEFAULT_TILE
+from cristae_zoo.uncertainty import uncertainty_path
 
 #: Planes per network call. Batching amortises the per-call overhead of small planes (see docs/benchmarks.md);
 #: a batch is capped at about one full tile of pixels, because the network's activations grow with the batch
@@ -55,6 +60,12 @@ class RestoreOptions:
     scheduler: str | None = None
     workers: int = 1
     estimate_planes: int = 5
+    ensemble: int = 1  # dihedral test-time augmentations per plane (2–8 → an uncertainty map)
+    members: tuple[str, ...] = ()  # more packages averaged with the first one (→ an uncertainty map)
+
+    @property
+    def uncertainty(self) -> bool:
+        return self.ensemble > 1 or bool(self.members)
 
 
 @dataclass
@@ -66,6 +77,7 @@ class RestoreResult:
     choice: Any  # rescale.RescaleChoice
     seconds: float
     preview: Path | None = None
+    uncertainty: Path | None = None  # the pixel-wise standard deviation over the ensemble, beside the output
     engine: str = ""
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -116,17 +128,46 @@ def restore_path(
     from cristae_zoo.predict import load_package, normalize_weights_format
 
     pairs = plan(inputs, output)
+    if options.uncertainty:
+        _check_ensemble(options, pairs)
     descr = descr if descr is not None else load_package(package)
     weights = normalize_weights_format(options.weights, descr)
     package_source = str(_package_source(package))
+    members = []
+    for member in options.members:
+        member_descr = load_package(member)
+        normalize_weights_format(options.weights, member_descr)
+        members.append((str(_package_source(member)), member_descr))
+    if members:
+        from dataclasses import replace
+
+        options = replace(options, members=tuple(m for m, _ in members))
     results = []
     with engine(options.scheduler, options.workers) as eng:
         remember_package(package_source, descr)
+        for member, member_descr in members:
+            remember_package(member, member_descr)
         for inp, out in pairs:
             results.append(
                 restore_one(package_source, descr, weights, inp, out, options, eng, progress=progress)
             )
     return results
+
+
+def _check_ensemble(options: RestoreOptions, pairs: list[tuple[Path, Path]]) -> None:
+    from cristae_zoo.uncertainty import N_DIHEDRAL, uncertainty_path
+
+    if not 1 <= options.ensemble <= N_DIHEDRAL:
+        raise CristaeZooError(f"--ensemble {options.ensemble}: expected 2 to 8 test-time augmentations (or 1 with"
+                              " --ensemble-member)")  # fmt: skip
+    if options.ensemble == 1 and not options.members:
+        raise CristaeZooError("an ensemble needs --ensemble 2..8 or at least one --ensemble-member package")
+    for inp, out in pairs:
+        std = uncertainty_path(out)
+        if std.resolve() == inp.resolve():
+            raise CristaeZooError(f"{std}: refusing to overwrite an input file with the uncertainty map")
+        if std.exists() and not options.overwrite:
+            raise CristaeZooError(f"{std}: already exists; use --overwrite to replace it")
 
 
 def _package_source(package: str | Path) -> Path:
@@ -186,23 +227,42 @@ def restore_one(
     done = 0
     if progress:
         progress(name, 0, len(indices))
+    std_output = uncertainty_path(Path(output)) if options.uncertainty else None
     try:
-        with staged_output(Path(output), overwrite=options.overwrite) as tmp:
+        with ExitStack() as stack:
+            tmp = stack.enter_context(staged_output(Path(output), overwrite=options.overwrite))
+            tmp_std = stack.enter_context(staged_output(std_output, overwrite=options.overwrite)) if std_output else None
             job = PlaneJob(package=package, weights=weights, tile=options.tile, input=str(Path(input).resolve()),
                            axes=options.axes, channel=options.channel, factor=choice.factor,
                            restored_shape=restored_shape, output_shape=written_shape,
-                           zarr_output=str(tmp.resolve()) if spec.kind == "ome-zarr" else None)  # fmt: skip
+                           zarr_output=str(tmp.resolve()) if spec.kind == "ome-zarr" else None,
+                           tta=options.ensemble, members=options.members,
+                           std_zarr_output=str(tmp_std.resolve()) if tmp_std and spec.kind == "ome-zarr" else None)  # fmt: skip
+            std_spec = _std_spec(spec, std_output, options) if std_output else None
             if spec.kind == "ome-zarr":
                 create_zarr(spec, tmp)
+                if std_spec is not None:
+                    create_zarr(std_spec, tmp_std)
                 for n in in_order(eng.executor, restore_batch, batches, job, window=window):
                     done += n
                     if progress:
                         progress(name, done, len(indices))
             else:
+                # The std planes wait in a memory-mapped scratch file beside the output (bounded memory) while
+                # the restoration streams into its TIFF; then they stream into theirs.
+                std_planes = None
+                if std_spec is not None:
+                    scratch = stack.enter_context(tempfile.TemporaryDirectory(dir=Path(output).parent,
+                                                                              prefix=".cristae-zoo-"))  # fmt: skip
+                    std_planes = np.lib.format.open_memmap(Path(scratch) / "std.npy", mode="w+", dtype=np.float32,
+                                                           shape=(len(indices), *written_shape))  # fmt: skip
 
                 def planes() -> Any:
                     nonlocal done
                     for restored in in_order(eng.executor, restore_batch, batches, job, window=window):
+                        if std_planes is not None:
+                            restored, std = restored
+                            std_planes[done : done + len(std)] = std
                         for plane in restored:
                             yield plane
                         done += len(restored)
@@ -210,6 +270,9 @@ def restore_one(
                             progress(name, done, len(indices))
 
                 write_tiff_planes(spec, tmp, planes())
+                if std_planes is not None:
+                    write_tiff_planes(std_spec, tmp_std, iter(std_planes))
+                    del std_planes
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             raise CristaeZooError(
@@ -220,10 +283,20 @@ def restore_one(
     seconds = time.perf_counter() - start
     result = RestoreResult(input=Path(input), output=Path(output), source=acq, spec=spec, choice=choice,
                            seconds=seconds, engine=eng.description,
-                           timings={"factor_s": t_factor, "restore_s": seconds - t_factor})  # fmt: skip
+                           timings={"factor_s": t_factor, "restore_s": seconds - t_factor},
+                           uncertainty=std_output)  # fmt: skip
     if options.preview:
         result.preview = write_preview(result)
     return result
+
+
+def _std_spec(spec: OutputSpec, path: Path, options: RestoreOptions) -> OutputSpec:
+    """The uncertainty map: same axes, shape and pixel size as the restoration, its provenance saying what it is."""
+    from dataclasses import replace
+
+    what = {"content": "pixel-wise standard deviation (ddof 0) over the ensemble",
+            "test_time_augmentations": options.ensemble, "models": 1 + len(options.members)}  # fmt: skip
+    return replace(spec, path=path, provenance=spec.provenance | what)
 
 
 def preview_path(output: Path) -> Path:

@@ -188,9 +188,14 @@ def predict_ensemble(
 
 
 def uncertainty_path(output: Path | str) -> Path:
-    """Where the standard-deviation map goes beside a restoration: `restored.tif` → `restored_std.tif`."""
+    """Where the standard-deviation map goes beside a restoration: `restored.tif` → `restored_std.tif`,
+    `cell.ome.tif` → `cell_std.ome.tif`, `cell.ome.zarr` → `cell_std.ome.zarr`."""
     output = Path(output)
-    return output.with_name(f"{output.stem}_std{output.suffix or '.tif'}")
+    name = output.name
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".zarr"):
+        if name.lower().endswith(suffix):
+            return output.with_name(f"{name[: -len(suffix)]}_std{name[-len(suffix):]}")
+    return output.with_name(f"{name}_std.tif")
 
 
 def relative_uncertainty(mean: np.ndarray, std: np.ndarray, p_low: float = 2.0, p_high: float = 99.8) -> np.ndarray:
