@@ -7,11 +7,10 @@ import shutil
 import numpy as np
 import pytest
 import tifffile
-import typer
 import yaml
 from typer.testing import CliRunner
 
-from cristae_zoo.cli_zoo import register, run_package_tests
+from cristae_zoo.cli_zoo import run_package_tests
 from cristae_zoo.config import NetworkConfig
 from cristae_zoo.errors import CristaeZooError
 from cristae_zoo.export.package import MAX_PACKAGE_BYTES, package_model
@@ -36,16 +35,11 @@ def rdf(built):
 
 
 @pytest.fixture
-def app():
-    app = typer.Typer()
-    register(app)
-    return app
+def app(zoo_app):
+    return zoo_app
 
 
-@pytest.fixture(autouse=True)
-def _scratch_cwd(tmp_path, monkeypatch):
-    """bioimageio.core unzips TensorFlow weights into the working directory."""
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("scratch_cwd")
 
 
 # ------------------------------------------------------------------------------------------------- rdf fields

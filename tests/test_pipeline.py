@@ -1,24 +1,18 @@
 """End-to-end: simulate → prepare → train (2 steps) → evaluate on tiny data, and bad inputs through the CLI."""
 
-import sys
 
+import conftest
 import numpy as np
 import pytest
 import tifffile
 
-from cristae_zoo import cli
 from cristae_zoo.config import SimulationConfig, TrainConfig
 from cristae_zoo.data.simulate import simulate_dataset
 
 
 def run_cli(args, capsys, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["cristae-zoo", *map(str, args)])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    return code, capsys.readouterr().err
+    code, _, err = conftest.run_cli(args, capsys, monkeypatch)
+    return code, err
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,10 @@ import os
 import numpy as np
 import pytest
 import tifffile
-import typer
 import zarr
 from typer.testing import CliRunner
 
 from cristae_zoo.acquisition import open_acquisition
-from cristae_zoo.cli_zoo import register
 from cristae_zoo.errors import CristaeZooError
 from cristae_zoo.export.testing import synthetic_mito_image
 from cristae_zoo.predict import Restorer, predict_image
@@ -22,16 +20,11 @@ from cristae_zoo.restore import RestoreOptions, restore_path
 
 
 @pytest.fixture
-def app():
-    app = typer.Typer()
-    register(app)
-    return app
+def app(zoo_app):
+    return zoo_app
 
 
-@pytest.fixture(autouse=True)
-def _scratch_cwd(tmp_path, monkeypatch):
-    """bioimageio.core unzips TensorFlow weights into the working directory."""
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("scratch_cwd")
 
 
 def _tzyx(t=2, z=3, shape=(60, 70)):

@@ -1,34 +1,29 @@
 """The trust studies: their building blocks on known inputs, and each `cristae-zoo study` command end to end on tiny
 simulated data (1-step trainings of 4-filter networks)."""
 
-import sys
 
 import numpy as np
 import pytest
 import tifffile
+from conftest import run_cli
 
-from cristae_zoo import cli
 from cristae_zoo.config import DegradationConfig, SimulationConfig, TrainConfig
 from cristae_zoo.data.prepare import load_split
 from cristae_zoo.export.package import conditions_of_use_markdown
 from cristae_zoo.studies.ablation import VARIANTS, variant_config
 from cristae_zoo.studies.common import config_key
 from cristae_zoo.studies.hallucination import axis_band_energy, band_pass, band_power
-from cristae_zoo.studies.limits import mean_width_px, redegrade_pairs, rescale_pair, safe_range
+from cristae_zoo.studies.limits import (
+    mean_width_px,
+    redegrade_pairs,
+    rescale_pair,
+    safe_range,
+)
 from cristae_zoo.studies.stability import stability_configs
 
 TINY = ["--filters", "4", "--depth", "2", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4"]
 
 
-def run_cli(args, capsys, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["cristae-zoo", *map(str, args)])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

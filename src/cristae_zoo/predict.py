@@ -312,26 +312,10 @@ def tiled_apply_batch(
     """`export.halo.tiled_apply` over the last two axes of a (B, Y, X) batch: every tile runs on all planes at once.
 
     Tiles of `inner` px with `halo` px of context, never beyond the image, corners on multiples of `inner`."""
-    height, width = image.shape[-2:]
-    out = np.empty(image.shape, dtype=np.float32)
-    for y0 in range(0, height, inner):
-        y1 = min(y0 + inner, height)
-        ya, yb = _window(y0, y1, height, halo, min_size)
-        for x0 in range(0, width, inner):
-            x1 = min(x0 + inner, width)
-            xa, xb = _window(x0, x1, width, halo, min_size)
-            pred = fn(image[..., ya:yb, xa:xb])
-            out[..., y0:y1, x0:x1] = pred[..., y0 - ya : y1 - ya, x0 - xa : x1 - xa]
-    return out
+    from cristae_zoo.export.halo import tiled_apply
 
-
-def _window(start: int, stop: int, size: int, halo: int, min_size: int) -> tuple[int, int]:
-    """[start, stop) widened by `halo` within the image, and inwards to at least `min_size`."""
-    a, b = max(0, start - halo), min(size, stop + halo)
-    if b - a < min_size:
-        a = max(0, b - min_size)
-        b = min(size, a + min_size)
-    return a, b
+    n = image.shape[0]  # the batch axis is one "tile" without halo
+    return tiled_apply(fn, image, (n, inner, inner), (0, halo, halo), (1, min_size, min_size))
 
 
 def predict_image(

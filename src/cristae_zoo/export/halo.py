@@ -12,7 +12,8 @@ tiled prediction equals the whole-image prediction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,25 +87,37 @@ def tile_starts(size: int, inner: int) -> list[int]:
     return list(range(0, size, inner))
 
 
-def tiled_apply(
-    fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, inner: int, halo: int, min_size: int = 1
-) -> np.ndarray:
-    """Apply `fn` (2D → 2D, same shape) to `image` in tiles of `inner` px plus `halo` px of context on each side.
+def _per_axis(value: int | Sequence[int], ndim: int) -> tuple[int, ...]:
+    return (int(value),) * ndim if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
 
+
+def tiled_apply(
+    fn: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    inner: int | Sequence[int],
+    halo: int | Sequence[int],
+    min_size: int | Sequence[int] = 1,
+) -> np.ndarray:
+    """Apply `fn` to `image` (2D or 3D) in tiles of `inner` px plus `halo` px of context on each side.
+
+    `fn` returns an array of the tile's shape, optionally with leading extra axes (e.g. channels), which the
+    result then has too. `inner`, `halo` and `min_size` are one value for every axis or one per axis.
     Tiles never extend beyond the image: at the border a tile simply ends there, as the whole image does, so with a
     sufficient halo the result equals `fn(image)`. All tile corners stay on multiples of `inner` and `halo`, which
     must be multiples of the network's divisibility; windows are widened inwards to at least `min_size`.
     """
-    height, width = image.shape
-    out = np.empty_like(image, dtype=np.float32)
-    for y0 in tile_starts(height, inner):
-        ya, yb = _window(y0, min(y0 + inner, height), height, halo, min_size)
-        for x0 in tile_starts(width, inner):
-            xa, xb = _window(x0, min(x0 + inner, width), width, halo, min_size)
-            pred = fn(image[ya:yb, xa:xb])
-            out[y0 : min(y0 + inner, height), x0 : min(x0 + inner, width)] = pred[
-                y0 - ya : min(y0 + inner, height) - ya, x0 - xa : min(x0 + inner, width) - xa
-            ]
+    nd = image.ndim
+    inner_, halo_, min_ = (_per_axis(v, nd) for v in (inner, halo, min_size))
+    out: np.ndarray | None = None
+    for starts in itertools.product(*(tile_starts(s, i) for s, i in zip(image.shape, inner_))):
+        stops = [min(a + i, s) for a, i, s in zip(starts, inner_, image.shape)]
+        windows = [_window(a, b, s, h, m) for a, b, s, h, m in zip(starts, stops, image.shape, halo_, min_)]
+        pred = np.asarray(fn(image[tuple(slice(wa, wb) for wa, wb in windows)]))
+        if out is None:
+            out = np.empty(pred.shape[: pred.ndim - nd] + image.shape, dtype=np.float32)
+        keep = tuple(slice(a - wa, b - wa) for a, b, (wa, _) in zip(starts, stops, windows))
+        out[(Ellipsis, *(slice(a, b) for a, b in zip(starts, stops)))] = pred[(Ellipsis, *keep)]
+    assert out is not None
     return out
 
 

@@ -74,6 +74,17 @@ def train_cached(
     return folder, seconds, False
 
 
+def model_and_test_data(model_dir: Path, data_dir: Path | None) -> tuple[TrainConfig, Path, DegradationConfig, Callable]:
+    """What a study of a trained model needs: its config, its data folder (checked), the degradation of that data
+    and a restoration function (`keras_model_restorer`)."""
+    cfg = TrainConfig.from_yaml(Path(model_dir) / "config.yaml")
+    data_dir = Path(data_dir or cfg.data_dir)
+    check_data(data_dir)
+    degradation = degradation_of(data_dir)
+    restore, _ = keras_model_restorer(Path(model_dir), degradation)
+    return cfg, data_dir, degradation, restore
+
+
 def keras_model_restorer(model_dir: Path, degradation: DegradationConfig):
     """A restorer (normalise, pad, predict, crop) for a model folder, and its TrainConfig."""
     from cristae_zoo.evaluate import keras_restorer

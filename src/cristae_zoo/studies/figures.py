@@ -13,19 +13,9 @@ import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 from skimage import measure  # noqa: E402
 
-from cristae_zoo.io import atomic_path  # noqa: E402
+from cristae_zoo.plots import _display_range as _range  # noqa: E402
+from cristae_zoo.plots import _save as save  # noqa: E402
 from cristae_zoo.plots import profile_line  # noqa: E402
-
-
-def save(fig, path: Path) -> None:
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
-    plt.close(fig)
-
-
-def _range(image: np.ndarray) -> tuple[float, float]:
-    lo, hi = np.percentile(image, [0.5, 99.8])
-    return float(lo), float(hi if hi > lo else lo + 1)
 
 
 def densest_window(mask: np.ndarray, size: int) -> tuple[int, int]:

@@ -33,14 +33,14 @@ import numpy as np
 from scipy import ndimage
 from skimage import morphology, transform
 
-from cristae_zoo.config import DegradationConfig, TrainConfig
+from cristae_zoo.config import DegradationConfig
 from cristae_zoo.data.degrade import degrade, percentile_normalize
 from cristae_zoo.data.mask import mitochondria_mask
 from cristae_zoo.data.prepare import Pair, load_split
 from cristae_zoo.errors import CristaeZooError
 from cristae_zoo.evaluate import COLUMNS, evaluate
 from cristae_zoo.io import atomic_write_text, list_images, read_image_2d
-from cristae_zoo.studies.common import Progress, check_data, degradation_of, keras_model_restorer, markdown_table, write_csv
+from cristae_zoo.studies.common import Progress, markdown_table, model_and_test_data, write_csv
 from cristae_zoo.studies.hallucination import axis_band_energy
 
 TRAINING_WIDTH_PX = 15.64  # the paper's D_synt (and our simulator's mean)
@@ -149,11 +149,7 @@ def run_limits(
 
     t0 = time.perf_counter()
     model_dir, output = Path(model_dir), Path(output)
-    cfg = TrainConfig.from_yaml(model_dir / "config.yaml")
-    data_dir = Path(data_dir or cfg.data_dir)
-    check_data(data_dir)
-    degradation = degradation_of(data_dir)
-    restore, _ = keras_model_restorer(model_dir, degradation)
+    cfg, data_dir, degradation, restore = model_and_test_data(model_dir, data_dir)
     pairs = load_split(data_dir, "test")
     if not pairs:
         raise CristaeZooError(f"{data_dir}: the test split is empty")

@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from cristae_zoo.config import TrainConfig
 from cristae_zoo.data.degrade import percentile_normalize
 from cristae_zoo.data.mask import mitochondria_mask
 from cristae_zoo.data.prepare import load_split
 from cristae_zoo.evaluate import COLUMNS, fit_affine, image_metrics
 from cristae_zoo.io import atomic_write_text, write_tiff
-from cristae_zoo.studies.common import Progress, check_data, degradation_of, fmt, keras_model_restorer, markdown_table, write_csv
+from cristae_zoo.studies.common import Progress, fmt, markdown_table, model_and_test_data, write_csv
 from cristae_zoo.uncertainty import dihedral_inverse, predict_with_uncertainty
 
 
@@ -42,11 +41,7 @@ def run_tta_check(
 
     t0 = time.perf_counter()
     model_dir, output = Path(model_dir), Path(output)
-    cfg = TrainConfig.from_yaml(model_dir / "config.yaml")
-    data_dir = Path(data_dir or cfg.data_dir)
-    check_data(data_dir)
-    degradation = degradation_of(data_dir)
-    restore, _ = keras_model_restorer(model_dir, degradation)
+    cfg, data_dir, degradation, restore = model_and_test_data(model_dir, data_dir)
     rows = []
     for k, pair in enumerate(load_split(data_dir, "test")):
         gt = percentile_normalize(pair.gt, degradation.p_low, degradation.p_high)
