@@ -33,10 +33,9 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
-@contextmanager
-def progress_bar(description: str, total: int | None) -> Iterator:
-    """A rich progress bar; yields `advance(n)`."""
-    with Progress(
+def new_progress() -> Progress:
+    """The rich progress display of every long command (on stderr; tasks need an `info` field)."""
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -45,7 +44,13 @@ def progress_bar(description: str, total: int | None) -> Iterator:
         TextColumn("{task.fields[info]}"),
         console=console,
         transient=False,
-    ) as progress:
+    )
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None) -> Iterator:
+    """A rich progress bar; yields `advance(n)`."""
+    with new_progress() as progress:
         task = progress.add_task(description, total=total, info="")
 
         def advance(n: int = 1, info: str | None = None) -> None:

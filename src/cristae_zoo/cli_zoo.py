@@ -18,7 +18,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from cristae_zoo.errors import CristaeZooError
@@ -59,15 +59,9 @@ def scratch_cwd() -> Iterator[None]:
 
 
 def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=console,
-        transient=False,
-    )
+    from cristae_zoo.cli import new_progress
+
+    return new_progress()
 
 
 def _abs_package(package: str) -> str:
