@@ -272,6 +272,9 @@ from cristae_zoo import cli_labelfree, cli_zoo  # noqa: E402  (package, validate
 
 cli_zoo.register(app)
 cli_labelfree.register(app)
+from cristae_zoo import cli_pssr  # noqa: E402  (PSSR super-sampling)
+
+cli_pssr.register(app)
 try:  # studies of trust (stability, limits, ablation), kept in their own module
     from cristae_zoo import cli_studies  # noqa: E402
 

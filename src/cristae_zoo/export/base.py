@@ -68,12 +68,14 @@ def load_trained_model(model_dir: Path) -> TrainedModel:
 
 
 def keras_predict(keras_model: Any, x: np.ndarray) -> np.ndarray:
-    """Run the channels-last Keras model on a (B, 1, Y, X) tensor; return (B, 1, Y, X) float32."""
+    """Run the channels-last Keras model on a (B, C, Y, X) or (B, C, Z, Y, X) tensor; return it channels-first."""
     x = np.asarray(x, dtype=np.float32)
+    last = (0, *range(2, x.ndim), 1)  # (B, C, *spatial) -> (B, *spatial, C)
+    first = (0, x.ndim - 1, *range(1, x.ndim - 1))
     # a direct call, not `predict()`: no tf.function retracing for every new tile shape
-    ys = [np.asarray(keras_model(np.transpose(x[i : i + 1], (0, 2, 3, 1)), training=False)) for i in range(len(x))]
+    ys = [np.asarray(keras_model(np.transpose(x[i : i + 1], last), training=False)) for i in range(len(x))]
     y = np.concatenate(ys, axis=0)
-    return np.ascontiguousarray(np.transpose(np.asarray(y, dtype=np.float32), (0, 3, 1, 2)))
+    return np.ascontiguousarray(np.transpose(np.asarray(y, dtype=np.float32), first))
 
 
 @dataclass

@@ -21,6 +21,7 @@ from cristae_zoo.io import atomic_path
 OPSET = 17
 IR_VERSION = 8
 DYNAMIC_DIMS = ("batch", None, "y", "x")  # channel stays 1
+DYNAMIC_DIMS_3D = ("batch", None, "z", "y", "x")
 
 
 def convert_saved_model(saved_model_dir: Path, dest: Path, opset: int = OPSET) -> Path:
@@ -56,7 +57,7 @@ def tidy(model: Any) -> Any:
                 node.output[:] = [wanted if n == old else n for n in node.output]
             value.name = wanted
         dims = value.type.tensor_type.shape.dim
-        for dim, name in zip(dims, DYNAMIC_DIMS):
+        for dim, name in zip(dims, DYNAMIC_DIMS_3D if len(dims) == 5 else DYNAMIC_DIMS):
             if name is not None:
                 dim.ClearField("dim_value")
                 dim.dim_param = name

@@ -38,7 +38,7 @@ def read_image(path: Path, ndim: int) -> np.ndarray:
     if image.ndim != ndim:
         raise CristaeZooError(
             f"{path}: image has shape {image.shape} ({image.ndim} axes), the model expects single-channel {ndim}D"
-            f" images ({'Z, ' if ndim == 3 else ''}Y, X); split multi-channel TL images first"
+            f" images ({'Z, ' if ndim == 3 else ''}Y, X); split multi-channel images first"
         )
     if not np.all(np.isfinite(image)):
         raise CristaeZooError(f"{path}: image contains NaN or Inf")

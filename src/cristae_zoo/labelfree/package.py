@@ -36,27 +36,27 @@ from cristae_zoo.labelfree.train import load_model
 TEMPLATE_NAME = "labelfree.yaml"
 
 
-def find_template(template: Path | None = None) -> Path:
-    """`template` if given, else `rdf_templates/labelfree.yaml` in the working directory or the source checkout."""
+def find_template(template: Path | None = None, name: str = TEMPLATE_NAME) -> Path:
+    """`template` if given, else `rdf_templates/<name>` in the working directory or the source checkout."""
     from cristae_zoo.export.package import template_dirs
 
     if template is not None:
         if not Path(template).is_file():
-            raise CristaeZooError(f"{template}: template not found (expected a YAML file like rdf_templates/{TEMPLATE_NAME})")
+            raise CristaeZooError(f"{template}: template not found (expected a YAML file like rdf_templates/{name})")
         return Path(template)
     for folder in template_dirs():
-        if (folder / TEMPLATE_NAME).is_file():
-            return folder / TEMPLATE_NAME
+        if (folder / name).is_file():
+            return folder / name
     dirs = ", ".join(str(d) for d in template_dirs())
-    raise CristaeZooError(f"rdf_templates/{TEMPLATE_NAME} not found in {dirs}; pass --template")
+    raise CristaeZooError(f"rdf_templates/{name} not found in {dirs}; pass --template")
 
 
-def channels_first_wrapper(keras_model: Any, ndim: int = 2) -> Any:
-    """(B, 1, Y, X) in, `{"output": (B, C, Y, X)}` out, around a channels-last model."""
+def channels_first_wrapper(keras_model: Any, ndim: int = 2, in_channels: int = 1) -> Any:
+    """(B, in_channels, Y, X) in, `{"output": (B, C, Y', X')}` out, around a channels-last model."""
     import keras
     from keras import layers
 
-    inp = keras.Input(shape=(1,) + (None,) * ndim, name=INPUT_NAME, dtype="float32")
+    inp = keras.Input(shape=(in_channels,) + (None,) * ndim, name=INPUT_NAME, dtype="float32")
     order = tuple(range(2, ndim + 2)) + (1,)
     x = layers.Permute(order, name="to_channels_last")(inp)
     x = keras_model(x)
@@ -77,15 +77,24 @@ class LabelFreeExportContext(ExportContext):
 
 
 class LabelFreeTorchscriptExporter(TorchscriptExporter):
-    """TorchScript of `torch_twin.LabelFreeTwin` with the Keras weights (conv, transposed conv, batch norm)."""
+    """TorchScript of `torch_twin.LabelFreeTwin` with the Keras weights (conv, transposed conv, batch norm).
+
+    Subclasses for other architectures override `build_twin` and `comment`.
+    """
+
+    comment = "PyTorch twin of the Keras U-Net (conv/transposed conv/batch norm weights copied), torch.jit.script."
+
+    def build_twin(self, ctx: ExportContext) -> Any:
+        from cristae_zoo.labelfree.torch_twin import build_twin
+
+        return build_twin(ctx.keras_model, ctx.network)  # type: ignore[arg-type]
 
     def export(self, ctx: ExportContext, dest: Path) -> Path:
         import torch
 
         from cristae_zoo.io import atomic_path
-        from cristae_zoo.labelfree.torch_twin import build_twin
 
-        scripted = torch.jit.script(build_twin(ctx.keras_model, ctx.network))  # type: ignore[arg-type]
+        scripted = torch.jit.script(self.build_twin(ctx))
         with atomic_path(Path(dest)) as tmp:
             torch.jit.save(scripted, str(tmp))
         return Path(dest)
@@ -94,8 +103,7 @@ class LabelFreeTorchscriptExporter(TorchscriptExporter):
         from bioimageio.spec.model.v0_5 import TorchscriptWeightsDescr, Version
 
         return TorchscriptWeightsDescr(
-            source=source, pytorch_version=Version(versions["pytorch_version"]), parent=parent,
-            comment="PyTorch twin of the Keras U-Net (conv/transposed conv/batch norm weights copied), torch.jit.script.",
+            source=source, pytorch_version=Version(versions["pytorch_version"]), parent=parent, comment=self.comment,
         )  # fmt: skip
 
 
@@ -130,19 +138,60 @@ def _markdown(template: dict[str, Any], values: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def package_files(folder: Path) -> dict[str, Path]:
+    """Paths of the files every package writes (test/sample tensors, README, cover), in a new `folder`."""
+    folder.mkdir(parents=True)
+    names = {"test_input": "test_input.npy", "test_output": "test_output.npy", "sample_input": "sample_input.tif",
+             "sample_output": "sample_output.tif", "readme": "README.md", "cover": "cover.png"}  # fmt: skip
+    return {k: folder / v for k, v in names.items()}
+
+
+def model_descr(tmpl: dict[str, Any], files: dict[str, Path], inp: Any, out: Any, weights: Any, config: Any) -> Any:
+    """The `ModelDescr`: static fields from the template, README and cover from `files`, the rest as computed."""
+    from bioimageio.spec.generic.v0_3 import Author
+    from bioimageio.spec.model.v0_5 import CiteEntry, FileDescr, LicenseId, ModelDescr, Version
+
+    return ModelDescr(
+        name=tmpl["name"], description=" ".join(str(tmpl["description"]).split()),
+        authors=[Author(**a) for a in tmpl["authors"]], cite=[CiteEntry(**c) for c in tmpl["cite"]],
+        license=LicenseId(tmpl["license"]), tags=list(tmpl["tags"]), version=Version(str(tmpl["version"])),
+        documentation=FileDescr(source=files["readme"]), covers=[FileDescr(source=files["cover"])],
+        inputs=[inp], outputs=[out], weights=weights, config=config,
+    )  # fmt: skip
+
+
+def write_package(describe: Any, model: Any, x: np.ndarray, test_in: np.ndarray, output: Path, zip_package: bool) -> Path | None:
+    """`describe(test_output)` → validated description, written as the folder `output` (and `output`.zip).
+
+    The test output is recomputed from the input exactly as bioimageio.core preprocesses it (`x` is only the
+    first approximation needed to build a description core can read).
+    """
+    from bioimageio.spec import save_bioimageio_package, save_bioimageio_package_as_folder
+
+    from cristae_zoo.export.package import _raise_if_invalid, preprocess_like_core
+
+    descr = describe(keras_predict(model, x))
+    y = keras_predict(model, preprocess_like_core(descr, test_in))
+    descr = _raise_if_invalid(describe(y), str(output))
+    if output.exists():
+        shutil.rmtree(output)
+    save_bioimageio_package_as_folder(descr, output_path=output)
+    zip_path = output.with_suffix(".zip") if zip_package else None
+    if zip_path is not None:
+        save_bioimageio_package(descr, output_path=zip_path)
+    return zip_path
+
+
 def package_labelfree(model_dir: Path, output: Path, test_image: Path | None = None, template: Path | None = None,
                       tolerance: float = DEFAULT_TOLERANCE, zip_package: bool = True) -> dict[str, Any]:
     """Write the package folder `output` (rdf.yaml + files) and `output`.zip; return a summary."""
-    from bioimageio.spec import save_bioimageio_package, save_bioimageio_package_as_folder
-    from bioimageio.spec.generic.v0_3 import Author
     from bioimageio.spec.model.v0_5 import (
-        AxisId, BatchAxis, ChannelAxis, CiteEntry, Config, FileDescr, Identifier, InputTensorDescr,
-        IntervalOrRatioDataDescr, LicenseId, ModelDescr, OutputTensorDescr, ParameterizedSize, SizeReference,
-        SpaceInputAxis, SpaceOutputAxisWithHalo, TensorId, Version, WeightsDescr, ZeroMeanUnitVarianceDescr,
-        ZeroMeanUnitVarianceKwargs,
+        AxisId, BatchAxis, ChannelAxis, Config, FileDescr, Identifier, InputTensorDescr, IntervalOrRatioDataDescr,
+        OutputTensorDescr, ParameterizedSize, SizeReference, SpaceInputAxis, SpaceOutputAxisWithHalo, TensorId,
+        WeightsDescr, ZeroMeanUnitVarianceDescr, ZeroMeanUnitVarianceKwargs,
     )  # fmt: skip
 
-    from cristae_zoo.export.package import _raise_if_invalid, load_template, preprocess_like_core, write_cover
+    from cristae_zoo.export.package import load_template, write_cover
     from cristae_zoo.labelfree.data import read_image, zscore
 
     model_dir, output = Path(model_dir), Path(output)
@@ -170,10 +219,7 @@ def package_labelfree(model_dir: Path, output: Path, test_image: Path | None = N
     try:
         ctx.work_dir.mkdir(parents=True)
         files = work / "files"
-        files.mkdir()
-        f = {k: files / v for k, v in dict(test_input="test_input.npy", test_output="test_output.npy",
-             sample_input="sample_input.tif", sample_output="sample_output.tif", readme="README.md",
-             cover="cover.png").items()}  # fmt: skip
+        f = package_files(files)
         test_in = raw[None, None]
         np.save(f["test_input"], test_in)
         import tifffile
@@ -219,24 +265,9 @@ def package_labelfree(model_dir: Path, output: Path, test_image: Path | None = N
                          cristae_zoo={"labelfree": {"network": net.model_dump(mode="json"), "structures": config.structures,
                                       "halo": {"declared_px": halo, "tiling_max_abs_diff_by_halo": {str(k): v for k, v in diffs.items()}},
                                       "export": {"tolerance": tolerance, "max_abs_diff_vs_keras": {e.weights_format: e.max_abs_diff for e in exported}}}})  # fmt: skip
-            return ModelDescr(
-                name=tmpl["name"], description=" ".join(str(tmpl["description"]).split()),
-                authors=[Author(**a) for a in tmpl["authors"]], cite=[CiteEntry(**c) for c in tmpl["cite"]],
-                license=LicenseId(tmpl["license"]), tags=list(tmpl["tags"]), version=Version(str(tmpl["version"])),
-                documentation=FileDescr(source=f["readme"]), covers=[FileDescr(source=f["cover"])],
-                inputs=[inp], outputs=[out], weights=weights, config=cfg,
-            )  # fmt: skip
+            return model_descr(tmpl, f, inp, out, weights, cfg)
 
-        descr = describe(keras_predict(model, x))
-        x_core = preprocess_like_core(descr, test_in)  # the input exactly as bioimageio.core preprocesses it
-        y = keras_predict(model, x_core)
-        descr = _raise_if_invalid(describe(y), str(output))
-        if output.exists():
-            shutil.rmtree(output)
-        save_bioimageio_package_as_folder(descr, output_path=output)
-        zip_path = output.with_suffix(".zip") if zip_package else None
-        if zip_path is not None:
-            save_bioimageio_package(descr, output_path=zip_path)
+        zip_path = write_package(describe, model, x, test_in, output, zip_package)
     finally:
         ctx.cleanup()
         shutil.rmtree(work, ignore_errors=True)
