@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Annotated
 
@@ -93,7 +92,7 @@ def evaluate(
     import json
 
     from cristae_zoo.cli import progress_bar
-    from cristae_zoo.io import atomic_path, atomic_write_text
+    from cristae_zoo.io import atomic_write_text, write_csv
     from cristae_zoo.pssr.evaluate import evaluate as run
     from cristae_zoo.pssr.evaluate import (
         fission_event,
@@ -120,10 +119,7 @@ def evaluate(
     rows = run(restored, list(labels))
     md = summary_markdown(rows, labels | {"hr": "HR ground truth"})
     out = output or models[0] / "evaluation"
-    with atomic_path(out / "metrics.csv") as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(out / "metrics.csv", rows)
     atomic_write_text(out / "summary.md", md)
     name, event = fission_event(data, restored)
     png = fission_figure(restored[name], event, labels | {"hr": "HR ground truth"}, out / "pssr_fission.png")

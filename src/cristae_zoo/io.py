@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -79,3 +80,12 @@ def refuse_overwriting_inputs(outputs: list[Path], inputs: list[Path]) -> None:
     for out in outputs:
         if Path(out).resolve() in resolved:
             raise CristaeZooError(f"{out}: refusing to overwrite an input file")
+
+
+def write_csv(path: Path, rows: list[dict], fieldnames: Sequence[str] | None = None) -> None:
+    """Rows of dicts as CSV, written atomically; columns `fieldnames` (default: the first row's keys)."""
+    fieldnames = list(fieldnames or (rows[0].keys() if rows else []))
+    with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)

@@ -8,7 +8,6 @@ same scale). SSIM uses scikit-image's `structural_similarity` (7×7 window).
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
@@ -104,10 +103,9 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    from cristae_zoo.io import write_csv as write_rows
+
+    write_rows(path, rows)
 
 
 def figure(model_dir: Path, pair: Pair, structures: list[str], dest: Path) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from pydantic import Field
 
 from cristae_zoo.config import YamlModel
 from cristae_zoo.errors import CristaeZooError
-from cristae_zoo.io import atomic_path, atomic_write_text
+from cristae_zoo.io import atomic_path, atomic_write_text, write_csv
 from cristae_zoo.labelfree import STRUCTURES
 from cristae_zoo.labelfree.data import Pair, list_pairs, load_pair
 from cristae_zoo.labelfree.network import LabelFreeNetworkConfig, build_labelfree_unet
@@ -103,10 +102,7 @@ def train(config: LabelFreeTrainConfig, out_dir: Path, progress: Callable[[int],
                 best = val
                 with atomic_path(out_dir / "weights.keras") as tmp:
                     model.save(tmp)
-    with atomic_path(out_dir / "history.csv") as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(history[0]))
-        w.writeheader()
-        w.writerows(history)
+    write_csv(out_dir / "history.csv", history)
     return {"history": history, "split": parts, "best_val_mse": best}
 
 

@@ -8,7 +8,6 @@ dihedral orientation (the paper's augmentation).
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
@@ -22,7 +21,7 @@ from pydantic import Field
 
 from cristae_zoo.config import YamlModel
 from cristae_zoo.errors import CristaeZooError
-from cristae_zoo.io import atomic_path, atomic_write_text
+from cristae_zoo.io import atomic_path, atomic_write_text, write_csv
 from cristae_zoo.pssr.crappify import CrappifierConfig, crappify, normalize
 from cristae_zoo.pssr.network import PSSRNetworkConfig, build_pssr
 
@@ -194,10 +193,7 @@ def train(config: PSSRTrainConfig, out_dir: Path, progress: Callable[[int, str],
             info = f"val {v:.5f} (best {best:.5f})"
         if progress:
             progress(1, info)
-    with atomic_path(out_dir / "history.csv") as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(history[0]))
-        w.writeheader()
-        w.writerows(history)
+    write_csv(out_dir / "history.csv", history)
     return {"history": history, "split": parts, "best_val_mse": best}
 
 

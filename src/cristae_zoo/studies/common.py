@@ -3,7 +3,6 @@ model folders on a data set's test split, tables as CSV/markdown, and the bookke
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import shutil
@@ -16,7 +15,7 @@ import yaml
 
 from cristae_zoo.config import DegradationConfig, TrainConfig
 from cristae_zoo.errors import CristaeZooError
-from cristae_zoo.io import atomic_write_text
+from cristae_zoo.io import atomic_write_text, write_csv  # noqa: F401  (the studies write their tables with it)
 
 TIMING_FILE = "study_timing.json"
 Progress = Callable[[str], None]
@@ -105,17 +104,6 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> s
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
-
-
-def write_csv(path: Path, rows: list[dict], fieldnames: Sequence[str] | None = None) -> None:
-    from cristae_zoo.io import atomic_path
-
-    fieldnames = list(fieldnames or (rows[0].keys() if rows else []))
-    with atomic_path(Path(path)) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
 
 
 def write_yaml(path: Path, data: dict) -> None:
