@@ -275,6 +275,9 @@ cli_labelfree.register(app)
 from cristae_zoo import cli_pssr  # noqa: E402  (PSSR super-sampling)
 
 cli_pssr.register(app)
+from cristae_zoo import cli_luminescence  # noqa: E402  (luminescence CARE, Boothe et al.)
+
+cli_luminescence.register(app)
 try:  # studies of trust (stability, limits, ablation), kept in their own module
     from cristae_zoo import cli_studies  # noqa: E402
 
