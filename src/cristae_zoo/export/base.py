@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -162,3 +163,19 @@ def compare_with_keras(keras_model: Any, y: np.ndarray, x: np.ndarray) -> float:
     if y.shape != expected.shape:
         raise CristaeZooError(f"exported model returned shape {y.shape}, expected {expected.shape} like Keras")
     return float(np.max(np.abs(y - expected)))
+
+
+def weights_description(exported: Sequence[ExportedWeights], exporters: Iterable[WeightsExporter]) -> Any:
+    """The rdf `weights` field: one entry per exported file, described by the exporter that wrote it."""
+    from bioimageio.spec.model.v0_5 import WeightsDescr
+
+    by_format = {e.weights_format: e for e in exporters}
+    return WeightsDescr(**{e.weights_format: by_format[e.weights_format].weights_descr(e.path, e.versions, e.parent)
+                           for e in exported})  # fmt: skip
+
+
+def bioimageio_fields(template: dict[str, Any], keras_model: Any, **training: Any) -> dict[str, Any]:
+    """`config.bioimageio`: the template's fields plus the parameter count and the `training` facts given."""
+    bio = dict(template.get("bioimageio") or {})
+    bio.update(model_parameter_count=int(keras_model.count_params()), training=training)
+    return bio

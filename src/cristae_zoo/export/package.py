@@ -37,7 +37,9 @@ from cristae_zoo.export.base import (
     ExportContext,
     ExportedWeights,
     TrainedModel,
+    bioimageio_fields,
     keras_predict,
+    weights_description,
     load_trained_model,
 )
 from cristae_zoo.export.halo import HaloMeasurement, measure_halo, min_input_size
@@ -458,7 +460,6 @@ def build_description(
         SpaceOutputAxisWithHalo,
         TensorId,
         Version,
-        WeightsDescr,
     )
     from bioimageio.spec.generic.v0_3 import Author, Maintainer
 
@@ -508,20 +509,15 @@ def build_description(
         sample_tensor=FileDescr(source=files["sample_output"]),
         data=IntervalOrRatioDataDescr(type="float32"),
     )
-    by_format = exporters()
-    weights = WeightsDescr(
-        **{e.weights_format: by_format[e.weights_format].weights_descr(e.path, e.versions, e.parent) for e in exported}
-    )
-    bio = dict(template.get("bioimageio") or {})
-    bio.update(
-        model_parameter_count=int(trained.keras_model.count_params()),
-        training={
-            "training_epochs": float(trained.config.epochs),
-            "training_batch_size": float(trained.config.batch_size),
-            "initial_learning_rate": float(trained.config.learning_rate),
-            "loss_function": trained.config.loss,
-            "optimizer": "Adam",
-        },
+    weights = weights_description(exported, exporters().values())
+    bio = bioimageio_fields(
+        template,
+        trained.keras_model,
+        training_epochs=float(trained.config.epochs),
+        training_batch_size=float(trained.config.batch_size),
+        initial_learning_rate=float(trained.config.learning_rate),
+        loss_function=trained.config.loss,
+        optimizer="Adam",
     )
     config = Config(
         bioimageio=bio,

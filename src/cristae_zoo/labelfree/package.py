@@ -24,7 +24,9 @@ from cristae_zoo.export.base import (
     OUTPUT_NAME,
     ExportContext,
     ExportedWeights,
+    bioimageio_fields,
     keras_predict,
+    weights_description,
 )
 from cristae_zoo.export.halo import tiled_apply
 from cristae_zoo.export.onnx import OnnxExporter
@@ -188,7 +190,7 @@ def package_labelfree(model_dir: Path, output: Path, test_image: Path | None = N
     from bioimageio.spec.model.v0_5 import (
         AxisId, BatchAxis, ChannelAxis, Config, FileDescr, Identifier, InputTensorDescr, IntervalOrRatioDataDescr,
         OutputTensorDescr, ParameterizedSize, SizeReference, SpaceInputAxis, SpaceOutputAxisWithHalo, TensorId,
-        WeightsDescr, ZeroMeanUnitVarianceDescr, ZeroMeanUnitVarianceKwargs,
+        ZeroMeanUnitVarianceDescr, ZeroMeanUnitVarianceKwargs,
     )  # fmt: skip
 
     from cristae_zoo.export.package import load_template, write_cover
@@ -254,13 +256,9 @@ def package_labelfree(model_dir: Path, output: Path, test_image: Path | None = N
                 test_tensor=FileDescr(source=f["test_output"]), sample_tensor=FileDescr(source=f["sample_output"]),
                 data=IntervalOrRatioDataDescr(type="float32"),
             )  # fmt: skip
-            by = {e.weights_format: e for e in exporters()}
-            weights = WeightsDescr(**{e.weights_format: by[e.weights_format].weights_descr(e.path, e.versions, e.parent)
-                                      for e in exported})  # fmt: skip
-            bio = dict(tmpl.get("bioimageio") or {})
-            bio.update(model_parameter_count=int(model.count_params()),
-                       training={"training_batch_size": float(config.batch_size), "initial_learning_rate": config.learning_rate,
-                                 "loss_function": "mse", "optimizer": "Adam"})  # fmt: skip
+            weights = weights_description(exported, exporters())
+            bio = bioimageio_fields(tmpl, model, training_batch_size=float(config.batch_size),
+                                    initial_learning_rate=config.learning_rate, loss_function="mse", optimizer="Adam")
             cfg = Config(bioimageio=bio, deepimagej={"pyramidal_model": False, "allow_tiling": True},
                          cristae_zoo={"labelfree": {"network": net.model_dump(mode="json"), "structures": config.structures,
                                       "halo": {"declared_px": halo, "tiling_max_abs_diff_by_halo": {str(k): v for k, v in diffs.items()}},

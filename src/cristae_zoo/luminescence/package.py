@@ -27,7 +27,9 @@ from cristae_zoo.export.base import (
     INPUT_NAME,
     OUTPUT_NAME,
     ExportedWeights,
+    bioimageio_fields,
     keras_predict,
+    weights_description,
 )
 from cristae_zoo.export.halo import tiled_apply
 from cristae_zoo.export.onnx import OnnxExporter
@@ -221,7 +223,6 @@ def _descr(tmpl: dict[str, Any], values: dict[str, Any], config: Any, care: Any,
         SpaceOutputAxisWithHalo,
         TensorId,
         Version,
-        WeightsDescr,
     )  # fmt: skip
 
     net = config.network
@@ -245,13 +246,9 @@ def _descr(tmpl: dict[str, Any], values: dict[str, Any], config: Any, care: Any,
         test_tensor=FileDescr(source=f["test_output"]), sample_tensor=FileDescr(source=f["sample_output"]),
         data=IntervalOrRatioDataDescr(type="float32"),
     )  # fmt: skip
-    by = {e.weights_format: e for e in exporters()}
-    weights = WeightsDescr(**{e.weights_format: by[e.weights_format].weights_descr(e.path, e.versions, e.parent)
-                              for e in exported})  # fmt: skip
-    bio = dict(tmpl.get("bioimageio") or {})
-    bio.update(model_parameter_count=int(care.count_params()),
-               training={"training_batch_size": float(config.batch_size), "initial_learning_rate": config.learning_rate,
-                         "loss_function": f"{config.loss}_nll", "optimizer": "Adam"})  # fmt: skip
+    weights = weights_description(exported, exporters())
+    bio = bioimageio_fields(tmpl, care, training_batch_size=float(config.batch_size),
+                            initial_learning_rate=config.learning_rate, loss_function=f"{config.loss}_nll", optimizer="Adam")
     ours = {"mode": config.mode.model_dump(mode="json"), "network": net.model_dump(mode="json"),
             "exposure_s": {"input": values["short"], "long": values["long"]}, "trained_on": "simulated data",
             "halo": {"declared_px": halos, "tiling_max_abs_diff_by_halo": {k: {str(h): d for h, d in v.items()} for k, v in tiling.items()}},

@@ -27,7 +27,9 @@ from cristae_zoo.export.base import (
     OUTPUT_NAME,
     ExportContext,
     ExportedWeights,
+    bioimageio_fields,
     keras_predict,
+    weights_description,
 )
 from cristae_zoo.export.onnx import OnnxExporter
 from cristae_zoo.export.tensorflow import TensorflowExporter
@@ -98,7 +100,7 @@ def package_pssr(model_dir: Path, output: Path, test_movie: Path | None = None, 
     from bioimageio.spec.model.v0_5 import (
         AxisId, BatchAxis, ChannelAxis, Config, FileDescr, Identifier, InputTensorDescr, IntervalOrRatioDataDescr,
         OutputTensorDescr, ParameterizedSize, ScaleRangeDescr, ScaleRangeKwargs, SizeReference, SpaceInputAxis,
-        SpaceOutputAxisWithHalo, TensorId, WeightsDescr,
+        SpaceOutputAxisWithHalo, TensorId,
     )  # fmt: skip
 
     from cristae_zoo.export.package import load_template, write_cover
@@ -166,12 +168,10 @@ def package_pssr(model_dir: Path, output: Path, test_movie: Path | None = None, 
                 test_tensor=FileDescr(source=f["test_output"]), sample_tensor=FileDescr(source=f["sample_output"]),
                 data=IntervalOrRatioDataDescr(type="float32"),
             )  # fmt: skip
-            by = {e.weights_format: e for e in exporters()}
-            weights = WeightsDescr(**{e.weights_format: by[e.weights_format].weights_descr(e.path, e.versions, e.parent) for e in exported})
-            bio = dict(tmpl.get("bioimageio") or {})
-            bio.update(model_parameter_count=int(model.count_params()),
-                       training={"training_batch_size": float(config.batch_size), "initial_learning_rate": config.max_learning_rate,
-                                 "loss_function": "mse", "optimizer": "Adam, one-cycle policy"})  # fmt: skip
+            weights = weights_description(exported, exporters())
+            bio = bioimageio_fields(tmpl, model, training_batch_size=float(config.batch_size),
+                                    initial_learning_rate=config.max_learning_rate, loss_function="mse",
+                                    optimizer="Adam, one-cycle policy")  # fmt: skip
             cfg = Config(bioimageio=bio, deepimagej={"pyramidal_model": False, "allow_tiling": True},
                          cristae_zoo={"pssr": {"network": net.model_dump(mode="json"), "crappifier": config.crappifier.model_dump(mode="json"),
                                       "halo": {"declared_input_px": halo_in, "max_abs_diff_by_input_halo": {str(k): v for k, v in halo_diffs.items()}},
