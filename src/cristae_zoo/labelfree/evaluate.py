@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from cristae_zoo.errors import CristaeZooError
 from cristae_zoo.labelfree.data import Pair, load_pair
 
 
@@ -63,16 +62,11 @@ def evaluate(model_dir: Path, data_dir: Path | None = None, names: list[str] | N
     Methods: `unet`; `baseline`, the inverted normalised TL; `tl`, the normalised TL itself (its Pearson r is minus
     the baseline's: whether structures look dark or bright in TL depends on the sign of the defocus).
     """
-    import json
-
-    from cristae_zoo.labelfree.train import load_model
+    from cristae_zoo.labelfree.train import held_out_names, load_model
 
     model, config = load_model(model_dir)
     data_dir = Path(data_dir or config.data_dir)
-    if names is None:
-        names = json.loads((Path(model_dir) / "split.json").read_text())["test"]
-    if not names:
-        raise CristaeZooError(f"{model_dir}: the split has no test image")
+    names = held_out_names(model_dir, names)
     rows = []
     for name in names:
         pair = load_pair(data_dir, name, config.structures, config.network.ndim, min_size=2)

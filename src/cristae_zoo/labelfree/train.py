@@ -76,13 +76,7 @@ def train(config: LabelFreeTrainConfig, out_dir: Path, progress: Callable[[int],
         if any(s < k for s, k in zip(p.tl.shape, size)):
             raise CristaeZooError(f"{data_dir / 'tl' / p.name}: image {p.tl.shape} smaller than patch_size {list(size)}")
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config.to_yaml(out_dir / "config.yaml")
-    atomic_write_text(out_dir / "split.json", json.dumps(parts, indent=1))
-
-    keras.utils.set_random_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
+    out_dir, rng = start_run(config, out_dir, parts)
     model = build_labelfree_unet(net)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
     val_pairs = load["validation"] or load["train"]
@@ -104,6 +98,27 @@ def train(config: LabelFreeTrainConfig, out_dir: Path, progress: Callable[[int],
                     model.save(tmp)
     write_csv(out_dir / "history.csv", history)
     return {"history": history, "split": parts, "best_val_mse": best}
+
+
+def start_run(config: Any, out_dir: Path, parts: dict[str, list[str]]) -> tuple[Path, np.random.Generator]:
+    """The start of a training: the model folder with its config.yaml and split.json, Keras and NumPy seeded."""
+    import keras
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config.to_yaml(out_dir / "config.yaml")
+    atomic_write_text(out_dir / "split.json", json.dumps(parts, indent=1))
+    keras.utils.set_random_seed(config.seed)
+    return out_dir, np.random.default_rng(config.seed)
+
+
+def held_out_names(model_dir: Path, names: list[str] | None = None) -> list[str]:
+    """`names`, or the test split the training wrote beside the model."""
+    if names is None:
+        names = json.loads((Path(model_dir) / "split.json").read_text())["test"]
+    if not names:
+        raise CristaeZooError(f"{model_dir}: the split has no test image")
+    return names
 
 
 def load_model(model_dir: Path) -> tuple[Any, LabelFreeTrainConfig]:

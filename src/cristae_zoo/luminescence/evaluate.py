@@ -13,7 +13,6 @@ since it was the paper's ground truth.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -78,14 +77,12 @@ def image_metrics(candidate: np.ndarray, gt: np.ndarray) -> dict[str, float]:
 def evaluate(model_dir: Path, data_dir: Path | None = None, names: list[str] | None = None,
              gt_dir: str = "gt", reference_dir: str = "long", tile: int | None = None) -> list[dict[str, Any]]:
     """One row per (image, method) on the model's test split (or `names`)."""
+    from cristae_zoo.labelfree.train import held_out_names
     from cristae_zoo.luminescence.train import load_model
 
     model, config = load_model(model_dir)
     data_dir = Path(data_dir or config.data_dir)
-    if names is None:
-        names = json.loads((Path(model_dir) / "split.json").read_text())["test"]
-    if not names:
-        raise CristaeZooError(f"{model_dir}: the split has no test image")
+    names = held_out_names(model_dir, names)
     rows = []
     for name in names:
         raw = read_input(data_dir / config.mode.input_dir / name, config.mode, config.network.ndim)

@@ -7,8 +7,6 @@ one of the 8 rotations/mirrors. The best weights on validation NLL are kept.
 
 from __future__ import annotations
 
-import csv
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,10 +17,10 @@ from pydantic import Field
 
 from cristae_zoo.config import YamlModel
 from cristae_zoo.errors import CristaeZooError
-from cristae_zoo.io import atomic_path, atomic_write_text
+from cristae_zoo.io import atomic_path, write_csv
 from cristae_zoo.labelfree.data import Pair
 from cristae_zoo.labelfree.network import LabelFreeNetworkConfig
-from cristae_zoo.labelfree.train import random_patches, split
+from cristae_zoo.labelfree.train import random_patches, split, start_run
 from cristae_zoo.luminescence.modes import ModeConfig, augment8, list_names, load_sample
 from cristae_zoo.luminescence.network import build_care, care_network_config
 
@@ -97,12 +95,7 @@ def train(config: LuminescenceTrainConfig, out_dir: Path, progress: Callable[[in
         if any(s < k for s, k in zip(p.tl.shape, size)):
             raise CristaeZooError(f"{Path(config.data_dir) / config.mode.input_dir / p.name}: image {p.tl.shape} smaller than patch_size {list(size)}")
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config.to_yaml(out_dir / "config.yaml")
-    atomic_write_text(out_dir / "split.json", json.dumps(parts, indent=1))
-    keras.utils.set_random_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
+    out_dir, rng = start_run(config, out_dir, parts)
     model = build_care(config.network, residual=config.residual)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=LOSSES[config.loss])
     vx, vy = sample_batch(val_pairs, size, 4 * config.batch_size, np.random.default_rng(config.seed + 1), config.foreground_fraction)
@@ -121,10 +114,7 @@ def train(config: LuminescenceTrainConfig, out_dir: Path, progress: Callable[[in
                 best = val
                 with atomic_path(out_dir / "weights.keras") as tmp:
                     model.save(tmp)
-            with atomic_path(out_dir / "history.csv") as tmp, open(tmp, "w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=list(history[0]))
-                w.writeheader()
-                w.writerows(history)
+            write_csv(out_dir / "history.csv", history)
         if over:
             break
     return {"history": history, "split": parts, "best_val_nll": best}
