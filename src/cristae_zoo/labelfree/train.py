@@ -92,12 +92,18 @@ def train(config: LabelFreeTrainConfig, out_dir: Path, progress: Callable[[int],
             val = float(model.evaluate(vx, vy, batch_size=config.batch_size, verbose=0))
             history.append({"step": step, "train_mse": float(np.mean(losses)), "val_mse": val, "seconds": time.time() - t0})
             losses = []
-            if val < best:
-                best = val
-                with atomic_path(out_dir / "weights.keras") as tmp:
-                    model.save(tmp)
+            best = save_if_best(model, val, best, out_dir)
     write_csv(out_dir / "history.csv", history)
     return {"history": history, "split": parts, "best_val_mse": best}
+
+
+def save_if_best(model: Any, value: float, best: float, out_dir: Path) -> float:
+    """Keep the weights with the lowest validation loss: save them (atomically) when `value` beats `best`."""
+    if not value < best:  # (a NaN loss never counts as better)
+        return best
+    with atomic_path(Path(out_dir) / "weights.keras") as tmp:
+        model.save(tmp)
+    return value
 
 
 def start_run(config: Any, out_dir: Path, parts: dict[str, list[str]]) -> tuple[Path, np.random.Generator]:

@@ -17,10 +17,10 @@ from pydantic import Field
 
 from cristae_zoo.config import YamlModel
 from cristae_zoo.errors import CristaeZooError
-from cristae_zoo.io import atomic_path, write_csv
+from cristae_zoo.io import write_csv
 from cristae_zoo.labelfree.data import Pair
 from cristae_zoo.labelfree.network import LabelFreeNetworkConfig
-from cristae_zoo.labelfree.train import random_patches, split, start_run
+from cristae_zoo.labelfree.train import random_patches, save_if_best, split, start_run
 from cristae_zoo.luminescence.modes import ModeConfig, augment8, list_names, load_sample
 from cristae_zoo.luminescence.network import build_care, care_network_config
 
@@ -110,10 +110,7 @@ def train(config: LuminescenceTrainConfig, out_dir: Path, progress: Callable[[in
             val = float(model.evaluate(vx, vy, batch_size=config.batch_size, verbose=0))
             history.append({"step": step, "train_nll": float(np.mean(losses)), "val_nll": val, "seconds": round(time.time() - t0, 1)})
             losses = []
-            if val < best:
-                best = val
-                with atomic_path(out_dir / "weights.keras") as tmp:
-                    model.save(tmp)
+            best = save_if_best(model, val, best, out_dir)
             write_csv(out_dir / "history.csv", history)
         if over:
             break

@@ -21,7 +21,8 @@ from pydantic import Field
 
 from cristae_zoo.config import YamlModel
 from cristae_zoo.errors import CristaeZooError
-from cristae_zoo.io import atomic_path, atomic_write_text, write_csv
+from cristae_zoo.io import atomic_write_text, write_csv
+from cristae_zoo.labelfree.train import save_if_best
 from cristae_zoo.pssr.crappify import CrappifierConfig, crappify, normalize
 from cristae_zoo.pssr.network import PSSRNetworkConfig, build_pssr
 
@@ -186,10 +187,7 @@ def train(config: PSSRTrainConfig, out_dir: Path, progress: Callable[[int, str],
             history.append({"step": step + 1, "learning_rate": lr, "beta1": beta1, "train_mse": float(np.mean(losses)),
                             "val_mse": v, "seconds": round(time.time() - t0, 1)})  # fmt: skip
             losses = []
-            if v < best:
-                best = v
-                with atomic_path(out_dir / "weights.keras") as tmp:
-                    model.save(tmp)
+            best = save_if_best(model, v, best, out_dir)
             info = f"val {v:.5f} (best {best:.5f})"
         if progress:
             progress(1, info)
