@@ -7,20 +7,16 @@ from __future__ import annotations
 
 import csv
 import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter is not for users
 
 import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from cristae_zoo.config import DegradationConfig, PatchConfig, SimulationConfig, TrainConfig  # noqa: E402
+from cristae_zoo.cli_common import console, fail, new_progress, override, progress_bar  # noqa: E402
 from cristae_zoo.errors import CristaeZooError  # noqa: E402
 
 app = typer.Typer(
@@ -30,50 +26,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-
-
-def new_progress() -> Progress:
-    """The rich progress display of every long command (on stderr; tasks need an `info` field)."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=console,
-        transient=False,
-    )
-
-
-@contextmanager
-def progress_bar(description: str, total: int | None) -> Iterator:
-    """A rich progress bar; yields `advance(n)`."""
-    with new_progress() as progress:
-        task = progress.add_task(description, total=total, info="")
-
-        def advance(n: int = 1, info: str | None = None) -> None:
-            progress.update(task, advance=n, **({"info": info} if info is not None else {}))
-
-        yield advance
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    sys.exit(2)
-
-
-def _override(cfg, **overrides):
-    """A copy of a config with the flags that were given, validated like the YAML file is."""
-    from pydantic import ValidationError
-
-    data = cfg.model_dump() | {k: v for k, v in overrides.items() if v is not None}
-    try:
-        return type(cfg).model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise CristaeZooError(f"invalid option {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+_fail = fail
+_override = override
 
 
 def main() -> None:

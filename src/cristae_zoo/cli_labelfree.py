@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cristae_zoo.cli_zoo import user_errors
+from cristae_zoo.cli_common import parse_ints as _ints, user_errors, validated as _validated
 from cristae_zoo.errors import CristaeZooError
 
 labelfree_app = typer.Typer(
@@ -21,11 +21,6 @@ labelfree_app = typer.Typer(
 )
 
 
-def _ints(text: str, what: str) -> list[int]:
-    try:
-        return [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
-    except ValueError:
-        raise CristaeZooError(f"{what} {text!r}: expected integers separated by commas, e.g. 64,64") from None
 
 
 @labelfree_app.command()
@@ -46,7 +41,7 @@ def simulate(
     except ValidationError as err:
         e = err.errors()[0]
         raise CristaeZooError(f"invalid option {'.'.join(map(str, e['loc']))}: {e['msg']}") from None
-    from cristae_zoo.cli import progress_bar  # lazily: cli.py imports this module
+    from cristae_zoo.cli_common import progress_bar
 
     with progress_bar("simulate", n_images) as advance:
         paths = simulate_dataset(config, output, progress=advance)
@@ -86,7 +81,7 @@ def train(
     except ValidationError as err:
         e = err.errors()[0]
         raise CristaeZooError(f"invalid option {'.'.join(map(str, e['loc']))}: {e['msg']}") from None
-    from cristae_zoo.cli import progress_bar
+    from cristae_zoo.cli_common import progress_bar
 
     with progress_bar("train", steps) as advance:
         result = run(config, output, progress=advance)

@@ -11,8 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cristae_zoo.cli_labelfree import _ints
-from cristae_zoo.cli_zoo import user_errors
+from cristae_zoo.cli_common import parse_ints as _ints, user_errors, validated as _validated
 from cristae_zoo.errors import CristaeZooError
 
 luminescence_app = typer.Typer(
@@ -22,14 +21,6 @@ luminescence_app = typer.Typer(
 )
 
 
-def _validated(cls: type, **kwargs: object) -> object:
-    from pydantic import ValidationError
-
-    try:
-        return cls(**kwargs)
-    except ValidationError as err:
-        e = err.errors()[0]
-        raise CristaeZooError(f"invalid option {'.'.join(map(str, e['loc']))}: {e['msg']}") from None
 
 
 @luminescence_app.command()
@@ -51,7 +42,7 @@ def simulate(
 
     config = _validated(LuminescenceSimulationConfig, n_scenes=n_scenes, height=size, width=size, depth=depth,
                         short_exposure_s=short_exposure, long_exposure_s=long_exposure, seed=seed)  # fmt: skip
-    from cristae_zoo.cli import progress_bar  # lazily: cli.py imports this module
+    from cristae_zoo.cli_common import progress_bar
 
     with progress_bar("simulate", n_scenes) as advance:
         names = simulate_dataset(config, output, progress=advance)  # type: ignore[arg-type]
@@ -93,7 +84,7 @@ def train(
     config = _validated(LuminescenceTrainConfig, data_dir=str(data), mode=m, patch_size=size, steps=steps,
                         batch_size=batch_size, learning_rate=learning_rate, seed=seed, time_budget_min=minutes, residual=residual, loss=loss,
                         network=_validated(type(care_network_config()), ndim=ndim, depth=depth, filters=filters, n_out=2))  # fmt: skip
-    from cristae_zoo.cli import progress_bar
+    from cristae_zoo.cli_common import progress_bar
 
     with progress_bar(f"train {mode}", steps) as advance:
         result = run(config, output, progress=advance)  # type: ignore[arg-type]
@@ -119,7 +110,7 @@ def evaluate(
 
     config = LuminescenceTrainConfig.from_yaml(model / "config.yaml")
     names = list_names(data, config.mode) if data else None
-    from cristae_zoo.cli import progress_bar
+    from cristae_zoo.cli_common import progress_bar
 
     with progress_bar("evaluate", None) as advance:
         rows = run(model, data, names, gt_dir=gt_dir)
@@ -145,7 +136,7 @@ def package(
     template: Annotated[Path | None, typer.Option(help="rdf template (default: rdf_templates/luminescence.yaml)")] = None,
 ) -> None:
     """Write a bioimage.io package (TF SavedModel, ONNX, TorchScript) of the Laplace mean, each checked against Keras."""
-    from cristae_zoo.cli import progress_bar
+    from cristae_zoo.cli_common import progress_bar
     from cristae_zoo.luminescence.package import package_luminescence
 
     with progress_bar("package", None) as advance:
@@ -175,7 +166,7 @@ def predict(
     for source in inputs:  # user errors (2D stack for a 3D model, binning) before any output or progress bar
         read_input(source, loaded[1].mode, loaded[1].network.ndim)
     output.mkdir(parents=True, exist_ok=True)
-    from cristae_zoo.cli import progress_bar
+    from cristae_zoo.cli_common import progress_bar
 
     written = []
     with progress_bar("predict", len(inputs)) as advance:

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from cristae_zoo.cli_zoo import user_errors
+from cristae_zoo.cli_common import parse_ints as _ints, user_errors, validated as _validated
 from cristae_zoo.errors import CristaeZooError
 
 pssr_app = typer.Typer(
@@ -20,14 +20,6 @@ pssr_app = typer.Typer(
 )
 
 
-def _validated(cls, **kwargs):
-    from pydantic import ValidationError
-
-    try:
-        return cls(**kwargs)
-    except ValidationError as err:
-        e = err.errors()[0]
-        raise CristaeZooError(f"invalid option {'.'.join(map(str, e['loc']))}: {e['msg']}") from None
 
 
 @pssr_app.command()
@@ -40,7 +32,7 @@ def simulate(
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
 ) -> None:
     """Simulate Airyscan-like time-lapses of moving mitochondria with fission and fusion, and crappify them."""
-    from cristae_zoo.cli import progress_bar  # lazily: cli.py imports this module
+    from cristae_zoo.cli_common import progress_bar
     from cristae_zoo.pssr.movies import MovieConfig, simulate_movies
 
     config = _validated(MovieConfig, n_movies=n_movies, n_frames=n_frames, size=size, seed=seed)
@@ -66,7 +58,7 @@ def train(
     init_from: Annotated[Path | None, typer.Option(help="start from this model folder (SF → MF: the stem's kernel goes to the middle frame)")] = None,
 ) -> None:
     """Train PSSR (MSE, Adam, one-cycle); keep the best model on validation loss."""
-    from cristae_zoo.cli import progress_bar
+    from cristae_zoo.cli_common import progress_bar
     from cristae_zoo.pssr.network import PSSRNetworkConfig
     from cristae_zoo.pssr.train import PSSRTrainConfig
     from cristae_zoo.pssr.train import train as run
@@ -91,7 +83,7 @@ def evaluate(
     """PSNR, SSIM, SNR of bilinear vs each model on the held-out movies; PNG of a fission event."""
     import json
 
-    from cristae_zoo.cli import progress_bar
+    from cristae_zoo.cli_common import progress_bar
     from cristae_zoo.io import atomic_write_text, write_csv
     from cristae_zoo.pssr.evaluate import evaluate as run
     from cristae_zoo.pssr.evaluate import (
@@ -156,7 +148,7 @@ def predict(
     """Super-sample a time-lapse: frame by frame (SF) or by a sliding 5-frame window mirrored at the ends (MF)."""
     import tifffile
 
-    from cristae_zoo.cli import progress_bar
+    from cristae_zoo.cli_common import progress_bar
     from cristae_zoo.pssr.predict import predict_file
 
     if Path(output).resolve() == Path(source).resolve():

@@ -44,7 +44,7 @@ def _split(text: str | None, cast=str) -> list:
 
 
 def _base_config(config, data, filters, depth, epochs, steps, batch, seed) -> TrainConfig:
-    from cristae_zoo.cli import _override
+    from cristae_zoo.cli_common import override as _override
 
     cfg = TrainConfig.from_yaml(config) if config else TrainConfig()
     net = _override(cfg.network, filters=filters, depth=depth)
@@ -56,7 +56,7 @@ def _base_config(config, data, filters, depth, epochs, steps, batch, seed) -> Tr
 
 
 def _log(message: str) -> None:
-    from cristae_zoo.cli import console
+    from cristae_zoo.cli_common import console
 
     console.print(message, highlight=False)
 
@@ -80,7 +80,7 @@ def stability(
     """N trainings with different patch draws (same initialisation) and N with different initialisations: the
     metrics of each, mean ± sd between trainings, and per test image the mean prediction and the pixel-wise
     normalised standard-deviation map (Fig. 4g–l)."""
-    from cristae_zoo.cli import progress_bar
+    from cristae_zoo.cli_common import progress_bar
     from cristae_zoo.studies.stability import run_stability
 
     base = _base_config(config, data, filters, depth, epochs, steps_per_epoch, batch_size, seed)
@@ -105,7 +105,7 @@ def limits(
 ) -> None:
     """The model on test images rescaled to other mitochondrion widths and re-degraded with other blur and noise:
     metric-vs-parameter plots with the training condition marked, and the safe range (conditions of use)."""
-    from cristae_zoo.cli import progress_bar
+    from cristae_zoo.cli_common import progress_bar
     from cristae_zoo.studies.limits import run_limits
 
     w, b, nz = _split(widths, float), _split(blurs, float), _split(noises, float)
@@ -133,7 +133,7 @@ def ablation(
 ) -> None:
     """SCoP vs MAE vs plain DSSIM, mitochondria-focused vs uniform sampling, with vs without the residual input:
     one training per variant, one table."""
-    from cristae_zoo.cli import progress_bar
+    from cristae_zoo.cli_common import progress_bar
     from cristae_zoo.studies.ablation import run_ablation
 
     base = _base_config(config, data, filters, depth, epochs, steps_per_epoch, batch_size, seed)
@@ -156,7 +156,7 @@ def hallucination(
 ) -> None:
     """Cristae-like structure created on pure background, out-of-focus haze and tubes without cristae, vs the input
     and the same tubes with cristae."""
-    from cristae_zoo.cli import progress_bar
+    from cristae_zoo.cli_common import progress_bar
     from cristae_zoo.studies.hallucination import CASES, run_hallucination
 
     if n_images < 1 or size < 64:
@@ -178,7 +178,7 @@ def tta(
 ) -> None:
     """Is the uncertainty map informative? Test-time augmentation on the test images: metrics of one prediction vs
     the TTA mean, and how well the TTA standard deviation ranks the actual error."""
-    from cristae_zoo.cli import progress_bar
+    from cristae_zoo.cli_common import progress_bar
     from cristae_zoo.studies.tta import run_tta_check
 
     with progress_bar("tta: test images", None) as advance:

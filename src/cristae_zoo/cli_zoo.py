@@ -7,67 +7,29 @@ package .zip, or the name of a model in model_zoo/. User errors print one line (
 
 from __future__ import annotations
 
-import functools
-import os
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
+from cristae_zoo.cli_common import (
+    PACKAGE_HELP,
+    WEIGHTS_HELP,
+    abs_package,
+    console,
+    help_text,
+    new_progress,
+    out,
+    scratch_cwd,
+    user_errors,
+)
 from cristae_zoo.errors import CristaeZooError
 
-console = Console(stderr=True)
-out = Console()
-F = TypeVar("F", bound=Callable[..., Any])
-
-PACKAGE_HELP = "package folder, its rdf.yaml, a package .zip, or the name of a model in model_zoo/"
-WEIGHTS_HELP = "weights format: onnx | tensorflow | torchscript (default: onnx)"
-
-
-def user_errors(fn: F) -> F:
-    """Print a `CristaeZooError` as one line on stderr and exit with code 2 (no traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except CristaeZooError as err:
-            console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True, markup=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-@contextmanager
-def scratch_cwd() -> Iterator[None]:
-    """Run in a temporary working directory: bioimageio.core unzips TensorFlow weights into the working directory
-    (`bioimageio_unzipped_tf_weights/`); this keeps the user's folder clean."""
-    old = Path.cwd()
-    with tempfile.TemporaryDirectory(prefix="cristae_zoo_run_") as tmp:
-        os.chdir(tmp)
-        try:
-            yield
-        finally:
-            os.chdir(old)
-
-
-def _progress() -> Progress:
-    from cristae_zoo.cli import new_progress
-
-    return new_progress()
-
-
-def _abs_package(package: str) -> str:
-    """Existing paths become absolute (the commands may change directory); model names stay as they are."""
-    p = Path(package)
-    return str(p.resolve()) if p.exists() else package
+_progress = new_progress
+_abs_package = abs_package
 
 
 # ---------------------------------------------------------------------------------------------------- package
@@ -407,12 +369,6 @@ def cmd_estimate_scale(
     )
 
 
-def _help(fn: Callable[..., Any]) -> str:
-    """The docstring with each paragraph on one line (rich keeps the source's line breaks otherwise)."""
-    paragraphs = (fn.__doc__ or "").strip().split("\n\n")
-    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
-
-
 def register(app: typer.Typer) -> None:
     """Add `package`, `validate`, `test`, `predict` and `estimate-scale` to `app`."""
     commands = {
@@ -423,7 +379,7 @@ def register(app: typer.Typer) -> None:
         "estimate-scale": cmd_estimate_scale,
     }
     for name, fn in commands.items():
-        app.command(name, help=_help(fn))(user_errors(fn))
+        app.command(name, help=help_text(fn))(user_errors(fn))
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use: python -m cristae_zoo.cli_zoo ...
