@@ -48,12 +48,95 @@ _NM_PER_UNIT = {
     "inch": 2.54e7, "a": 0.1, "angstrom": 0.1, "Å": 0.1,
 }  # fmt: skip
 _S_PER_UNIT = {"s": 1.0, "sec": 1.0, "second": 1.0, "ms": 1e-3, "millisecond": 1e-3, "us": 1e-6, "µs": 1e-6,
-               "microsecond": 1e-6, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}  # fmt: skip
+               "microsecond": 1e-6, "ns": 1e-9, "nanosecond": 1e-9, "min": 60.0, "minute": 60.0, "h": 3600.0,
+               "hour": 3600.0, "d": 86400.0, "day": 86400.0}  # fmt: skip
 _OME_NS = "http://www.openmicroscopy.org/Schemas/OME/2016-06"
+
+
+#: Units that say "not calibrated" rather than naming an unknown length unit.
+_UNCALIBRATED_UNITS = ("", "pixel", "pixels", "px", "none", "reference frame", "referenceframe")
+#: Pixel sizes read from TIFF resolution tags outside this range (nm) are not a microscope's: 72/96/300 dpi
+#: screen and print resolutions give 85–353 µm, a calibration typo gives pm. Treated as "no pixel size".
+PLAUSIBLE_PIXEL_NM = (0.01, 50_000.0)
+#: A resolution in pixels per *inch* coarser than this (nm/px) is a print resolution, not a calibration.
+_PRINT_RESOLUTION_NM = 1_000.0
+#: Largest plane side read (px): a 65536² float32 plane is already 16 GiB; larger declared sizes are corrupt
+#: headers far more often than real images.
+MAX_PLANE_SIDE = 65536
+#: Pixel types that convert to float32 without losing meaning (bool, unsigned, signed, float).
+_READABLE_DTYPE_KINDS = "buif"
 
 
 def nm_per_unit(unit: str | None) -> float | None:
     return _NM_PER_UNIT.get(str(unit).strip().lower()) if unit else None
+
+
+def _is_uncalibrated(unit: Any) -> bool:
+    return unit is None or str(unit).strip().lower() in _UNCALIBRATED_UNITS
+
+
+def physical_value(path: Path, raw: Any, where: str, *, allow_zero: bool = False, pixel: bool = False) -> float | None:
+    """`raw` (a number or a numeric string read from metadata) as a finite positive float; None for no value.
+
+    Anything else (text, NaN, Inf, a negative number, zero unless `allow_zero`, where zero then means "not set")
+    is a one-line `CristaeZooError` naming the file, the metadata field (`where`) and the value: a corrupt
+    calibration must not flow silently into a rescale factor or the restored file's metadata. `pixel`: the value
+    is a pixel size, so the message also offers `--pixel-size`."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if math.isfinite(value) and (value > 0 or (allow_zero and value == 0)):
+        return value or None
+    fix = " or give the pixel size with --pixel-size NM" if pixel else ""
+    raise CristaeZooError(
+        f"{path}: invalid {where} {raw!r} in the metadata (expected a positive number); fix the file's calibration"
+        f" (e.g. Fiji: Image > Properties…){fix}"
+    )
+
+
+def _pixel_or_problem(read: Any) -> tuple[Any, dict[str, str]]:
+    """Run `read()` (which reads the pixel size); an invalid value becomes a `pixel_size_problem` entry for the
+    metadata rather than an error here, because `--pixel-size` may override it (see `open_acquisition`)."""
+    try:
+        return read(), {}
+    except CristaeZooError as err:
+        return None, {"pixel_size_problem": str(err)}
+
+
+def _checked_pixel(path: Path, pixel: tuple[float, float], source: str, *, per_inch: bool) -> tuple[
+        tuple[float, float] | None, str | None]:  # fmt: skip
+    """A pixel size from TIFF resolution tags, or None and a note saying why it was not used as one."""
+    size = math.sqrt(pixel[0] * pixel[1])
+    if per_inch and size >= _PRINT_RESOLUTION_NM:
+        dpi = 2.54e7 / size
+        return None, (f"its {source} say {dpi:.4g} pixels per inch ({size:.4g} nm/px), a screen or print resolution,"
+                      " not a microscope pixel size")  # fmt: skip
+    lo, hi = PLAUSIBLE_PIXEL_NM
+    if not lo <= size <= hi:
+        return None, f"its {source} gives {size:.4g} nm/px, outside the plausible {lo:g}–{hi:g} nm for a microscope"
+    return pixel, None
+
+
+def _check_readable(acq: Acquisition) -> None:
+    """Pixel type, plane size and declared-size checks common to every format (before any pixel is read)."""
+    if acq.dtype.kind not in _READABLE_DTYPE_KINDS:
+        what = "complex values (the imaginary part would be lost)" if acq.dtype.kind == "c" else f"{acq.dtype} values"
+        raise CristaeZooError(
+            f"{acq.path}: pixel type {acq.dtype} holds {what}; save the intensities as integers or real floats"
+            " (e.g. the magnitude) and try again"
+        )
+    if any(n < 0 for n in acq.shape) or 0 in acq.shape:
+        raise CristaeZooError(f"{acq.path}: empty image (shape {acq.shape})")
+    sizes = acq.sizes
+    for a in "YX":
+        if sizes.get(a, 0) > MAX_PLANE_SIDE:
+            raise CristaeZooError(
+                f"{acq.path}: declares planes of {sizes.get('Y')} × {sizes.get('X')} px, more than {MAX_PLANE_SIDE} px"
+                " a side (a corrupt header, or a mosaic to crop or bin first)"
+            )
 
 
 # --------------------------------------------------------------------------------------------------- description
@@ -113,12 +196,22 @@ class Acquisition:
 
     def read_plane(self, array: Any, index: tuple[int, ...]) -> np.ndarray:
         """Plane `index` as float32 (Y, X) from the lazy `array` of `open_array`; NaN/Inf → CristaeZooError."""
-        plane = np.asarray(array[self.file_key(index)])
+        try:
+            plane = np.asarray(array[self.file_key(index)])
+        except Exception as err:  # truncated strips, corrupt or missing-codec zarr chunks: many exception types
+            raise CristaeZooError(
+                f"{self.path}: cannot read plane {self.plane_label(index)} ({type(err).__name__}: {err}); the file is"
+                " truncated or corrupt: copy or export it again"
+            ) from None
         if self.axes.index("Y") > self.axes.index("X"):
             plane = plane.T
         plane = plane.astype(np.float32, copy=False)
         if not np.isfinite(plane).all():
-            raise CristaeZooError(f"{self.path}: plane {self.plane_label(index)} contains NaN or Inf values")
+            where = f"plane {self.plane_label(index)}" if self.plane_axes else "the image"
+            raise CristaeZooError(
+                f"{self.path}: {where} contains NaN or Inf values; replace them (e.g. Fiji:"
+                " Process > Math > Remove NaNs…) or leave that plane out"
+            )
         return plane
 
     @contextmanager
@@ -131,15 +224,18 @@ class Acquisition:
             return
         import tifffile
 
+        # Only opening is translated into "cannot read": an OSError raised in the caller's block (a full disk
+        # while writing the output) must keep its own message.
         try:
-            with tifffile.TiffFile(self.path) as tf:
-                store = tf.series[0].aszarr()
-                try:
-                    yield zarr.open_array(store, mode="r")
-                finally:
-                    store.close()
-        except OSError as err:
+            tf = tifffile.TiffFile(self.path)
+        except (OSError, tifffile.TiffFileError) as err:
             raise CristaeZooError(f"{self.path}: cannot read ({err})") from None
+        with tf:
+            store = tf.series[0].aszarr()
+            try:
+                yield zarr.open_array(store, mode="r")
+            finally:
+                store.close()
 
     def iter_planes(self, indices: Iterable[tuple[int, ...]] | None = None) -> Iterator[np.ndarray]:
         with self.open_array() as array:
@@ -202,13 +298,22 @@ def open_acquisition(
         raise CristaeZooError(f"{path}: not a TIFF file or an OME-Zarr folder")
     acq = _apply_axes(acq, axes)
     acq = _apply_channel(acq, channel)
+    _check_readable(acq)
     if pixel_size_nm is not None:
-        if not pixel_size_nm > 0:
+        if not (math.isfinite(pixel_size_nm) and pixel_size_nm > 0):
             raise CristaeZooError(f"--pixel-size {pixel_size_nm}: expected a positive size in nm")
-        acq = replace(acq, pixel_size_nm=(float(pixel_size_nm), float(pixel_size_nm)))
-    if min(acq.plane_shape) < 1 or 0 in acq.shape:
-        raise CristaeZooError(f"{path}: empty image (shape {acq.shape})")
+        meta = {k: v for k, v in acq.metadata.items() if k not in ("pixel_size_problem", "pixel_size_note")}
+        acq = replace(acq, pixel_size_nm=(float(pixel_size_nm), float(pixel_size_nm)), metadata=meta)
+    elif "pixel_size_problem" in acq.metadata:  # a corrupt calibration is an error unless the user overrides it
+        raise CristaeZooError(acq.metadata["pixel_size_problem"])
     return acq
+
+
+def pixel_size_note(acq: Acquisition) -> str | None:
+    """Why the file's metadata gave no pixel size although it has a calibration (a 72-dpi resolution, an unknown
+    unit), for the "no pixel size" message; None when there is nothing to explain."""
+    note = acq.metadata.get("pixel_size_note")
+    return str(note) if note else None
 
 
 def _apply_axes(acq: Acquisition, axes: str | None) -> Acquisition:
@@ -220,15 +325,42 @@ def _apply_axes(acq: Acquisition, axes: str | None) -> Acquisition:
                 f"{acq.path}: --axes {axes} does not fit shape {acq.shape}; expected one letter of T, Z, C, Y, X per"
                 f" dimension ({len(acq.shape)} letters, including Y and X), e.g. {'ZYX' if len(acq.shape) == 3 else 'TZYX'}"
             )
+        _check_samples_axis(acq, axes)
         return replace(acq, axes=axes)
     unknown = "".join(a for a in acq.axes if a not in KNOWN_AXES)
     if unknown or not {"Y", "X"} <= set(acq.axes):
-        guess = {2: "YX", 3: "ZYX or TYX", 4: "TZYX", 5: "TZCYX"}.get(len(acq.shape), "TZYX")
+        guess = _guess_axes(str(acq.metadata.get("file_axes", acq.axes)), len(acq.shape))
         raise CristaeZooError(
             f"{acq.path}: unknown axes order {acq.metadata.get('file_axes', acq.axes)!r} (shape {acq.shape});"
             f" give the axes with --axes, e.g. --axes {guess.split(' or ')[0]} ({guess})"
         )
     return acq
+
+
+def _guess_axes(file_axes: str, ndim: int) -> str:
+    """A suggestion for --axes: the file's known letters kept (S, colour samples, as C), unknown ones filled
+    with Z then T from the plane outwards."""
+    if len(file_axes) != ndim or not set(file_axes) & set("YXS"):
+        return {2: "YX", 3: "ZYX or TYX", 4: "TZYX", 5: "TZCYX"}.get(ndim, "TZYX")
+    letters = [_TIFFFILE_AXES.get(a, "?") for a in file_axes]
+    free = [a for a in "ZT" if a not in letters]
+    for i in reversed(range(len(letters))):
+        if letters[i] == "?" and free:
+            letters[i] = free.pop(0)
+    guess = "".join(letters)
+    return guess if "?" not in guess else "TZYX"
+
+
+def _check_samples_axis(acq: Acquisition, axes: str) -> None:
+    """--axes must keep an RGB(A) file's colour samples axis (tifffile's S) a channel: calling it Z or X would
+    read red, green and blue as planes or columns."""
+    file_axes = str(acq.metadata.get("file_axes", ""))
+    if len(file_axes) == len(axes) and "S" in file_axes and axes[file_axes.index("S")] != "C":
+        i = file_axes.index("S")
+        raise CristaeZooError(
+            f"{acq.path}: --axes {axes} calls the colour samples axis (dimension {i}, size {acq.shape[i]}, RGB) "
+            f"{axes[i]}; mark it C and choose the mitochondria channel with --channel N"
+        )
 
 
 def _apply_channel(acq: Acquisition, channel: int | None) -> Acquisition:
@@ -240,8 +372,10 @@ def _apply_channel(acq: Acquisition, channel: int | None) -> Acquisition:
     if channel is None:
         if n == 1:
             return replace(acq, channel=0)
+        colour = "S" in str(acq.metadata.get("file_axes", "")) and n in (3, 4)
+        what = f"is an RGB{'A' if n == 4 else ''} colour image" if colour else f"has a channel axis with {n} channels"
         raise CristaeZooError(
-            f"{acq.path}: has a channel axis with {n} channels (axes {acq.axes}, shape {acq.shape}); choose the"
+            f"{acq.path}: {what} (axes {acq.axes}, shape {acq.shape}); choose the"
             f" mitochondria channel with --channel N (0 to {n - 1})"
         )
     if not 0 <= channel < n:
@@ -252,7 +386,8 @@ def _apply_channel(acq: Acquisition, channel: int | None) -> Acquisition:
 def _open_tiff(path: Path) -> Acquisition:
     import tifffile
 
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise CristaeZooError(f"{path}: empty file (0 bytes)")
     try:
         with tifffile.TiffFile(path) as tf:
@@ -270,6 +405,7 @@ def _open_tiff(path: Path) -> Acquisition:
             for name in ("Software", "Artist", "DateTime", "HostComputer"):
                 if name in page.tags:
                     meta.setdefault("tags", {})[name] = page.tags[name].value
+            _check_tiff_extent(path, size, series, page, dtype)
     except CristaeZooError:
         raise
     except Exception as err:  # tifffile raises many types for unreadable files
@@ -282,22 +418,60 @@ def _open_tiff(path: Path) -> Acquisition:
     return _tiff_physical(acq, tags)
 
 
+def _check_tiff_extent(path: Path, file_size: int, series: Any, first_page: Any, dtype: np.dtype) -> None:
+    """Refuse a TIFF whose pixel data, as declared, ends beyond the end of the file (an interrupted copy or
+    download): tifffile would otherwise read zeros or fail on some plane deep into a run."""
+    declared = math.prod(series.shape) * dtype.itemsize
+    offset = getattr(series, "dataoffset", None)
+    ends = []
+    if offset is not None:  # contiguous data (ImageJ hyperstacks, tifffile's shaped files): one extent
+        ends.append(int(offset) + declared)
+    offsets, counts = tuple(first_page.dataoffsets or ()), tuple(first_page.databytecounts or ())
+    ends.extend(int(o) + int(c) for o, c in zip(offsets, counts) if c)
+    end = max(ends, default=0)
+    if end > file_size:
+        raise CristaeZooError(
+            f"{path}: truncated: the header declares pixel data up to byte {end:,} ({'×'.join(map(str, series.shape))}"
+            f" {dtype}) but the file has {file_size:,} bytes; copy or export the file again"
+        )
+
+
 def _tiff_physical(acq: Acquisition, tags: dict[str, Any]) -> Acquisition:
-    """Pixel size from the resolution tags (px per unit), the unit from ImageJ metadata or the ResolutionUnit."""
-    ij = acq.metadata.get("imagej", {})
-    unit_nm = None
+    """Pixel size from the resolution tags (px per unit), the unit from ImageJ metadata or the ResolutionUnit.
+
+    The resolution tags of a plain TIFF are usually a screen or print resolution (72, 96, 300 dpi) written by
+    default; such values, and any other implausible pixel size from these tags, are recorded as a
+    `pixel_size_note` and the file counts as having no pixel size (the user then gives --pixel-size or
+    --rescale) instead of turning into a rescale factor of thousands."""
+    path, ij = acq.path, acq.metadata.get("imagej", {})
+    notes: dict[str, str] = {}
+    unit_nm, per_inch, unit_name = None, False, None
     if acq.kind == "imagej":
-        unit_nm = nm_per_unit(ij.get("unit"))
-    elif int(tags.get("ResolutionUnit", 1)) in (2, 3):  # inch, centimeter; 1 = none
-        unit_nm = 2.54e7 if int(tags["ResolutionUnit"]) == 2 else 1e7
+        unit_name = ij.get("unit")
+        unit_nm = nm_per_unit(unit_name)
+        per_inch = unit_nm == _NM_PER_UNIT["inch"]
+        if unit_nm is None and not _is_uncalibrated(unit_name):
+            notes["pixel_size_note"] = f"its ImageJ unit {unit_name!r} is not a known length unit"
+    else:
+        resolution_unit = int(tags.get("ResolutionUnit", 1))
+        if resolution_unit in (2, 3):  # inch, centimeter; 1 = none (no absolute unit: no pixel size)
+            unit_nm, per_inch = (2.54e7, True) if resolution_unit == 2 else (1e7, False)
+            unit_name = "inch" if per_inch else "cm"
     pixel = None
     if unit_nm is not None and "XResolution" in tags and "YResolution" in tags:
         rx, ry = (_ratio(tags[k]) for k in ("XResolution", "YResolution"))
-        if rx and ry:
-            pixel = (unit_nm / ry, unit_nm / rx)
-    z = float(ij["spacing"]) * unit_nm if ij.get("spacing") and unit_nm else None
-    dt = float(ij["finterval"]) if ij.get("finterval") else None
-    return replace(acq, pixel_size_nm=pixel, z_step_nm=z, time_step_s=dt)
+        if rx and ry and math.isfinite(rx) and math.isfinite(ry) and rx > 0 and ry > 0:
+            source = "ImageJ calibration" if acq.kind == "imagej" and not per_inch else "resolution tags"
+            pixel, note = _checked_pixel(path, (unit_nm / ry, unit_nm / rx), source, per_inch=per_inch)
+            if note:
+                notes["pixel_size_note"] = note
+        elif acq.kind == "imagej":
+            notes["pixel_size_note"] = f"its resolution tags ({tags['XResolution']}, {tags['YResolution']}) are zero"
+    z = physical_value(path, ij.get("spacing"), "ImageJ z spacing")
+    z_nm = z * unit_nm if z and unit_nm and not per_inch else None  # a z step in inches is as bogus as 72 dpi
+    # ImageJ writes finterval=0 for "not set" (its default frame interval).
+    dt = physical_value(path, ij.get("finterval"), "ImageJ frame interval (finterval)", allow_zero=True)
+    return replace(acq, pixel_size_nm=pixel, z_step_nm=z_nm, time_step_s=dt, metadata={**acq.metadata, **notes})
 
 
 def _ratio(value: Any) -> float | None:
@@ -305,26 +479,72 @@ def _ratio(value: Any) -> float | None:
         num, den = value
         return float(num) / float(den) if den else None
     except (TypeError, ValueError):
-        return float(value) if value else None
+        try:
+            return float(value) if value else None
+        except (TypeError, ValueError):
+            return None
 
 
 def _ome_physical(acq: Acquisition) -> Acquisition:
-    pixels = _ome_pixels(ET.fromstring(acq.metadata["ome_xml"]))
+    path = acq.path
+    try:
+        root = ET.fromstring(acq.metadata["ome_xml"])
+    except ET.ParseError as err:
+        raise CristaeZooError(
+            f"{path}: the OME-XML in the file is not valid XML ({err}); re-export the file (e.g. with Bio-Formats)"
+        ) from None
+    pixels = _ome_pixels(root)
     if pixels is None:
         return acq
+    notes: dict[str, str] = {}
 
-    def size(attr: str) -> float | None:
-        value = pixels.get(attr)
+    def size(attr: str, *, pixel: bool) -> float | None:
+        value = physical_value(path, pixels.get(attr), f"OME-XML {attr}", pixel=pixel)
         if value is None:
             return None
-        factor = nm_per_unit(pixels.get(attr + "Unit", "µm"))
-        return float(value) * factor if factor else None
+        unit = pixels.get(attr + "Unit", "µm")  # the OME schema's default unit
+        factor = nm_per_unit(unit)
+        if factor is None and not _is_uncalibrated(unit):
+            notes.setdefault("pixel_size_note", f"its OME-XML {attr}Unit {unit!r} is not a known length unit")
+        return value * factor if factor else None
 
-    px, py = size("PhysicalSizeX"), size("PhysicalSizeY")
-    dt = pixels.get("TimeIncrement")
-    dt_s = float(dt) * _S_PER_UNIT.get(pixels.get("TimeIncrementUnit", "s"), 1.0) if dt else None
-    pixel = (py or px, px or py) if (px or py) else None
-    return replace(acq, pixel_size_nm=pixel, z_step_nm=size("PhysicalSizeZ"), time_step_s=dt_s)  # type: ignore[arg-type]
+    def pixel_size() -> tuple[float, float] | None:
+        px, py = size("PhysicalSizeX", pixel=True), size("PhysicalSizeY", pixel=True)
+        return (py or px, px or py) if (px or py) else None  # type: ignore[return-value]
+
+    pixel, problem = _pixel_or_problem(pixel_size)
+    dt = physical_value(path, pixels.get("TimeIncrement"), "OME-XML TimeIncrement", allow_zero=True)
+    dt_s = None
+    if dt is not None:
+        unit = pixels.get("TimeIncrementUnit", "s")
+        per = _S_PER_UNIT.get(str(unit).strip().lower())
+        if per is None:  # guessing seconds would write a wrong frame interval into the restored file
+            raise CristaeZooError(
+                f"{path}: unknown OME-XML TimeIncrementUnit {unit!r}; expected s, ms, µs, min or h (fix the metadata)"
+            )
+        dt_s = dt * per
+    _check_ome_sizes(acq, pixels)
+    return replace(acq, pixel_size_nm=pixel, z_step_nm=size("PhysicalSizeZ", pixel=False), time_step_s=dt_s,
+                   metadata={**acq.metadata, **notes, **problem})  # fmt: skip
+
+
+def _check_ome_sizes(acq: Acquisition, pixels: ET.Element) -> None:
+    """The OME-XML's SizeX/SizeY must describe the pixel data that tifffile found; otherwise the metadata belongs
+    to another image (an edited or concatenated file) and its physical sizes cannot be trusted."""
+    sizes = acq.sizes
+    for a in "XY":
+        declared = pixels.get(f"Size{a}")
+        if declared is None or a not in acq.axes:
+            continue
+        try:
+            n = int(declared)
+        except ValueError:
+            raise CristaeZooError(f"{acq.path}: invalid OME-XML Size{a} {declared!r} (expected a positive integer)") from None
+        if n != sizes[a]:
+            raise CristaeZooError(
+                f"{acq.path}: the OME-XML declares Size{a}={n} but the image data has {sizes[a]} px along {a};"
+                " the metadata does not describe this image: re-export the file"
+            )
 
 
 def _ome_pixels(root: ET.Element) -> ET.Element | None:
@@ -342,33 +562,65 @@ def _open_zarr(path: Path) -> Acquisition:
         raise CristaeZooError(f"{path}: cannot read as OME-Zarr ({type(err).__name__}: {err})") from None
     ome = attrs.get("ome") if isinstance(attrs.get("ome"), dict) else attrs
     multiscales = ome.get("multiscales")
-    if not multiscales:
+    if not multiscales or not isinstance(multiscales, list) or not isinstance(multiscales[0], dict):
         raise CristaeZooError(f"{path}: not an OME-Zarr image (no 'multiscales' in the group attributes)")
     ms = multiscales[0]
     version = str(ome.get("version") or ms.get("version") or "0.4")
-    dataset = ms["datasets"][0]
+    datasets = ms.get("datasets")
+    if not datasets or not isinstance(datasets, list) or not isinstance(datasets[0], dict) or "path" not in datasets[0]:
+        raise CristaeZooError(f"{path}: the OME-Zarr multiscales lists no datasets (expected datasets[0].path)")
+    dataset = datasets[0]
     try:
-        array = group[dataset["path"]]
+        array = group[str(dataset["path"])]
+        shape, dtype = tuple(array.shape), np.dtype(array.dtype)
     except KeyError:
         raise CristaeZooError(f"{path}: the OME-Zarr dataset {dataset['path']!r} is missing") from None
-    shape, dtype = tuple(array.shape), np.dtype(array.dtype)
+    except Exception as err:  # a broken .zarray / zarr.json
+        raise CristaeZooError(
+            f"{path}: cannot read the OME-Zarr dataset {dataset['path']!r} ({type(err).__name__}: {err})"
+        ) from None
     axes_meta = ms.get("axes") or [{"name": n} for n in "tczyx"[-len(shape):]]
     axes_meta = [a if isinstance(a, dict) else {"name": a} for a in axes_meta]
+    if len(axes_meta) != len(shape):
+        raise CristaeZooError(
+            f"{path}: the OME-Zarr metadata names {len(axes_meta)} axes but the array {dataset['path']!r} has"
+            f" {len(shape)} dimensions (shape {shape}); fix the multiscales axes"
+        )
     names = [str(a.get("name", "")).lower() for a in axes_meta]
     axes = "".join(n.upper() if n in ("t", "c", "z", "y", "x") else "?" for n in names)
     scale = [1.0] * len(shape)
+    notes: dict[str, str] = {}
     for transforms in (dataset.get("coordinateTransformations", []), ms.get("coordinateTransformations", [])):
-        for t in transforms:
-            if t.get("type") == "scale":
-                scale = [s * float(v) for s, v in zip(scale, t["scale"])]
+        for t in transforms or []:
+            if isinstance(t, dict) and t.get("type") == "scale":
+                values = t.get("scale")
+                if not isinstance(values, list) or len(values) != len(shape):
+                    raise CristaeZooError(
+                        f"{path}: the OME-Zarr scale {values!r} does not have one value per axis ({len(shape)})"
+                    )
+                checked = []
+                for name, v in zip(names, values):
+                    if name in ("y", "x"):  # a bad pixel size may be overridden with --pixel-size
+                        value, problem = _pixel_or_problem(lambda: physical_value(
+                            path, v, f"OME-Zarr scale of axis {name!r}", pixel=True))  # fmt: skip
+                        notes.update(problem)
+                    else:
+                        value = physical_value(path, v, f"OME-Zarr scale of axis {name!r}")
+                    checked.append(math.nan if value is None else value)
+                scale = [s * v for s, v in zip(scale, checked)]
     physical: dict[str, float | None] = {}
     for a, meta, s in zip(axes, axes_meta, scale):
         unit = meta.get("unit")
         if a in "ZYX":
             f = nm_per_unit(unit)
-            physical[a] = s * f if f else None
+            if f is None and not _is_uncalibrated(unit) and a in "YX":
+                notes["pixel_size_note"] = f"its OME-Zarr unit {unit!r} of axis {a.lower()} is not a known length unit"
+            physical[a] = s * f if f and math.isfinite(s) else None
         elif a == "T":
-            physical[a] = s * _S_PER_UNIT[unit] if unit in _S_PER_UNIT else None
+            per = _S_PER_UNIT.get(str(unit).strip().lower()) if unit else None
+            if unit and per is None:
+                raise CristaeZooError(f"{path}: unknown OME-Zarr time unit {unit!r} (expected e.g. second, millisecond)")
+            physical[a] = s * per if per and math.isfinite(s) else None
     pixel = (physical["Y"], physical["X"]) if physical.get("Y") and physical.get("X") else None
     meta = {
         "ngff_version": version,
@@ -377,6 +629,7 @@ def _open_zarr(path: Path) -> Acquisition:
         "attrs": attrs,
         "file_axes": "".join(names),
         "chunks": tuple(array.chunks),
+        **notes,
     }
     return Acquisition(path=path, kind="ome-zarr", axes=axes, shape=shape, dtype=dtype, pixel_size_nm=pixel,
                        z_step_nm=physical.get("Z"), time_step_s=physical.get("T"), metadata=meta)  # fmt: skip

@@ -78,6 +78,13 @@ class RescaleChoice:
         return text + ")"
 
 
+#: Sane rescale factors, whatever their source: beyond them the acquisition is not at a scale the network can
+#: be brought to (or, far more often, the pixel size is wrong: 72 dpi, a unit mix-up, nm given as µm).
+MIN_FACTOR, MAX_FACTOR = 0.05, 50.0
+#: Sane restored plane sides (px): below, no mitochondrion fits; above, one plane is > 16 GiB of float32.
+MIN_PLANE_SIDE, MAX_PLANE_SIDE = 16, 65536
+
+
 def parse_rescale(value: str | None) -> float | str | None:
     """`--rescale`: a positive number, `auto`, or None."""
     if value is None:
@@ -88,9 +95,35 @@ def parse_rescale(value: str | None) -> float | str | None:
         factor = float(value)
     except ValueError:
         raise CristaeZooError(f"--rescale {value}: expected a positive number or 'auto'") from None
-    if not (math.isfinite(factor) and 0.05 <= factor <= 20):
-        raise CristaeZooError(f"--rescale {value}: expected a factor between 0.05 and 20 (or 'auto')")
+    if not (math.isfinite(factor) and MIN_FACTOR <= factor <= MAX_FACTOR):
+        raise CristaeZooError(f"--rescale {value}: expected a factor between {MIN_FACTOR:g} and {MAX_FACTOR:g} (or 'auto')")
     return factor
+
+
+def check_factor(choice: RescaleChoice, *, name: str, plane_shape: tuple[int, int] | None = None,
+                 origin: str = "") -> RescaleChoice:  # fmt: skip
+    """`choice` if its factor and the restored plane it gives are sane, else a one-line `CristaeZooError` naming
+    the factor, where it came from (`origin`: e.g. "the file's pixel size 352778 nm / 25 nm") and the fix."""
+    f = choice.factor
+    fixes = {
+        "metadata": "the file's pixel size looks wrong: give the right one with --pixel-size NM, or --rescale FACTOR",
+        "--pixel-size": "check the unit of --pixel-size (nanometres per pixel)",
+        "--rescale": f"give a factor between {MIN_FACTOR:g} and {MAX_FACTOR:g}",
+        "auto": "the mitochondria were not measurable: give --pixel-size NM or --rescale FACTOR",
+    }
+    why = f"{choice.source}{': ' + origin if origin else ''}"
+    if not (math.isfinite(f) and MIN_FACTOR <= f <= MAX_FACTOR):
+        raise CristaeZooError(
+            f"{name}: rescale factor {f:.4g} ({why}) is outside {MIN_FACTOR:g}–{MAX_FACTOR:g}; {fixes[choice.source]}"
+        )
+    if plane_shape is not None:
+        out = rescaled_shape(plane_shape, f)
+        if min(out) < MIN_PLANE_SIDE or max(out) > MAX_PLANE_SIDE:
+            raise CristaeZooError(
+                f"{name}: rescale factor {f:.4g} ({why}) turns planes of {plane_shape[0]} × {plane_shape[1]} px into"
+                f" {out[0]} × {out[1]} px, outside {MIN_PLANE_SIDE}–{MAX_PLANE_SIDE} px a side; {fixes[choice.source]}"
+            )
+    return choice
 
 
 def choose_factor(
@@ -101,21 +134,36 @@ def choose_factor(
     *,
     name: str,
     estimate: Any = None,
+    plane_shape: tuple[int, int] | None = None,
+    metadata_note: str | None = None,
 ) -> RescaleChoice:
-    """The rescale factor for one acquisition. `estimate()` returns a `WidthEstimate` (called for 'auto' only)."""
+    """The rescale factor for one acquisition. `estimate()` returns a `WidthEstimate` (called for 'auto' only).
+
+    Every factor is checked (`check_factor`): outside 0.05–50, or giving restored planes (`plane_shape` is the
+    input plane, Y × X) under 16 or over 65536 px a side, it is a one-line error naming the value and its source,
+    never a 1×1 or a 47 TiB output. `metadata_note` (`acquisition.pixel_size_note(acq)`) says why a file with a
+    calibration counts as having no pixel size (e.g. a 72-dpi print resolution); it goes into the error."""
+    train_px = training.pixel_size_nm
     if isinstance(rescale, float):
-        return RescaleChoice(rescale, "--rescale")
+        return check_factor(RescaleChoice(rescale, "--rescale"), name=name, plane_shape=plane_shape)
     if rescale == "auto":
         width = estimate()
-        return RescaleChoice(round(training.width_px / width.mean, 3), "auto", width)
+        choice = RescaleChoice(round(training.width_px / width.mean, 3), "auto", width)
+        origin = f"mitochondria {width.mean:.3g} px wide, {training.width_px:g} expected"
+        return check_factor(choice, name=name, plane_shape=plane_shape, origin=origin)
     if pixel_size_nm is not None:
-        return RescaleChoice(round(pixel_size_nm / training.pixel_size_nm, 4), "--pixel-size")
+        choice = RescaleChoice(round(pixel_size_nm / train_px, 4), "--pixel-size")
+        origin = f"--pixel-size {pixel_size_nm:g} nm / {train_px:g} nm"
+        return check_factor(choice, name=name, plane_shape=plane_shape, origin=origin)
     if metadata_pixel_nm is not None:
         px = math.sqrt(metadata_pixel_nm[0] * metadata_pixel_nm[1])
-        return RescaleChoice(round(px / training.pixel_size_nm, 4), "metadata")
+        choice = RescaleChoice(round(px / train_px, 4), "metadata")
+        origin = f"the file's pixel size {px:.4g} nm / {train_px:g} nm"
+        return check_factor(choice, name=name, plane_shape=plane_shape, origin=origin)
+    why = f" ({metadata_note})" if metadata_note else ""
     raise CristaeZooError(
-        f"{name}: no pixel size in the file's metadata; give --pixel-size NM, --rescale FACTOR or --rescale auto"
-        f" (the model expects {training.pixel_size_nm:g} nm pixels, mitochondria {training.width_px} px wide)"
+        f"{name}: no pixel size in the file's metadata{why}; give --pixel-size NM, --rescale FACTOR or --rescale auto"
+        f" (the model expects {train_px:g} nm pixels, mitochondria {training.width_px} px wide)"
     )
 
 
