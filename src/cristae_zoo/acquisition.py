@@ -651,6 +651,7 @@ class OutputSpec:
     time_step_s: float | None
     source: Acquisition
     provenance: dict[str, Any] = field(default_factory=dict)
+    channel_names: tuple[str, ...] = ()  # several output channels (a C axis in `axes`), e.g. label-free's mito, DNA
 
     @property
     def plane_shape(self) -> tuple[int, int]:
@@ -678,18 +679,31 @@ def output_kind(source: Acquisition, output: Path) -> str:
 
 
 def output_spec(
-    source: Acquisition, output: Path, plane_shape: tuple[int, int], factor: float, provenance: dict[str, Any]
+    source: Acquisition,
+    output: Path,
+    plane_shape: tuple[int, int],
+    factor: float,
+    provenance: dict[str, Any],
+    *,
+    axes: str | None = None,
+    channel_names: tuple[str, ...] = (),
 ) -> OutputSpec:
-    """What the restored file will be: `plane_shape` is the restored plane size, `factor` the rescale applied."""
-    axes = "".join(a for a in CANONICAL if a in source.axes)
-    shape = tuple(source.sizes[a] for a in axes if a not in "YX") + tuple(plane_shape)
+    """What the restored file will be: `plane_shape` is the restored plane size, `factor` the scale applied (the
+    pixel size follows from the plane sizes). `axes`: the output's axes (default: the input's in canonical order,
+    channel dropped); with a C axis, `channel_names` gives its channels."""
+    axes = axes or "".join(a for a in CANONICAL if a in source.axes)
+    if ("C" in axes) != bool(channel_names):
+        raise ValueError(f"output axes {axes!r} and channel names {channel_names!r} disagree")
+    shape = tuple(len(channel_names) if a == "C" else source.sizes[a] for a in axes if a not in "YX") + tuple(
+        plane_shape
+    )
     pixel = None
     if source.pixel_size_nm is not None:
         sy, sx = source.pixel_size_nm[0] * source.plane_shape[0], source.pixel_size_nm[1] * source.plane_shape[1]
         pixel = (sy / plane_shape[0], sx / plane_shape[1])  # same field of view, more pixels
     return OutputSpec(path=Path(output), kind=output_kind(source, Path(output)), axes=axes, shape=shape,
                       pixel_size_nm=pixel, z_step_nm=source.z_step_nm, time_step_s=source.time_step_s,
-                      source=source, provenance=provenance)  # fmt: skip
+                      source=source, provenance=provenance, channel_names=tuple(channel_names))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- writing TIFF
@@ -760,8 +774,8 @@ def _imagej_metadata(spec: OutputSpec) -> dict[str, Any]:
 def _selected_labels(spec: OutputSpec, labels: Any) -> list[str] | None:
     """The ImageJ slice labels of the planes that are kept (one channel), or None if they do not line up."""
     src = spec.source
-    if not isinstance(labels, list) or len(labels) != math.prod(src.shape[:-2]):
-        return None
+    if spec.channel_names or not isinstance(labels, list) or len(labels) != math.prod(src.shape[:-2]):
+        return None  # several output channels: the input's labels do not line up
     order = [a for a in src.axes if a not in "YX"]
     grid = list(product(*(range(src.sizes[a]) for a in order)))
     where = {idx: lab for idx, lab in zip(grid, labels)}
@@ -791,13 +805,13 @@ def _ome_xml(spec: OutputSpec) -> str:
     pixels = _ome_pixels(root)
     assert image is not None and pixels is not None
     sizes = dict(zip(spec.axes, spec.shape))
-    pixels.set("DimensionOrder", "XYZCT")  # our planes: T outer, then Z
+    pixels.set("DimensionOrder", "XYCZT" if spec.channel_names else "XYZCT")  # our planes: T outer, then Z, C
     pixels.set("Type", "float")
     pixels.attrib.pop("SignificantBits", None)
     pixels.attrib.pop("BigEndian", None)
     for a in "XYZT":
         pixels.set(f"Size{a}", str(sizes.get(a, 1)))
-    pixels.set("SizeC", "1")
+    pixels.set("SizeC", str(max(1, len(spec.channel_names))))
     if spec.pixel_size_nm:
         for a, v in zip("YX", spec.pixel_size_nm):
             pixels.set(f"PhysicalSize{a}", f"{v:.6g}")
@@ -819,16 +833,23 @@ def _ome_xml(spec: OutputSpec) -> str:
         pixels.insert(0, kept)
     kept.set("ID", "Channel:0:0")
     kept.set("SamplesPerPixel", "1")
+    for i, channel_name in enumerate(spec.channel_names):  # the package's output channels replace the input's one
+        el = kept if i == 0 else ET.Element(f"{{{_OME_NS}}}Channel")
+        el.set("ID", f"Channel:0:{i}")
+        el.set("SamplesPerPixel", "1")
+        el.set("Name", channel_name)
+        if i:
+            pixels.insert(list(pixels).index(kept) + i, el)
     for tag in ("TiffData", "BinData", "MetadataOnly"):
         for el in pixels.findall(f"{{{_OME_NS}}}{tag}"):
             pixels.remove(el)
     planes = pixels.findall(f"{{{_OME_NS}}}Plane")
     for plane in planes:
         pixels.remove(plane)
-        if int(plane.get("TheC", 0)) == channel:
+        if int(plane.get("TheC", 0)) == channel and not spec.channel_names:
             plane.set("TheC", "0")
             pixels.append(plane)  # plane positions and time stamps of the kept channel
-    position = list(pixels).index(kept) + 1
+    position = list(pixels).index(kept) + max(1, len(spec.channel_names))
     pixels.insert(position, ET.Element(f"{{{_OME_NS}}}TiffData", IFD="0", PlaneCount=str(spec.n_planes)))
     description = image.find(f"{{{_OME_NS}}}Description")
     if description is None:
@@ -855,10 +876,15 @@ def ngff_metadata(spec: OutputSpec) -> tuple[dict[str, Any], int]:
         elif a == "Z":
             axes.append({"name": "z", "type": "space", "unit": "nanometer"})
             scale.append(spec.z_step_nm or 1.0)
+        elif a == "C":
+            axes.append({"name": "c", "type": "channel"})
+            scale.append(1.0)
         else:
             axes.append({"name": a.lower(), "type": "space", "unit": "nanometer"})
             scale.append(spec.pixel_size_nm[0 if a == "Y" else 1] if spec.pixel_size_nm else 1.0)
     for ax, a in zip(axes, spec.axes):  # unknown physical size: no unit rather than a wrong one
+        if a == "C":
+            continue
         if (a == "T" and not spec.time_step_s) or (a == "Z" and not spec.z_step_nm) or (
                 a in "YX" and not spec.pixel_size_nm):  # fmt: skip
             ax.pop("unit")
@@ -883,8 +909,10 @@ def ngff_metadata(spec: OutputSpec) -> tuple[dict[str, Any], int]:
         chans = omero["channels"]
         ch = dict(chans[min(src.channel or 0, len(chans) - 1)])
         ch.pop("window", None)  # display window of the raw counts does not fit restored values
-        omero["channels"] = [ch]
+        omero["channels"] = [ch] if not spec.channel_names else [{"label": n} for n in spec.channel_names]
         out["omero"] = omero
+    elif spec.channel_names:
+        out["omero"] = {"channels": [{"label": n} for n in spec.channel_names]}
     if version == "0.5":
         out["version"] = "0.5"
         attrs = {k: v for k, v in source_attrs.items() if k not in ("multiscales", "omero")}

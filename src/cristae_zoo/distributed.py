@@ -26,11 +26,12 @@ from typing import Any
 import numpy as np
 
 from cristae_zoo.errors import CristaeZooError
+from cristae_zoo.units import UnitPlan
 
 
 @dataclass(frozen=True)
 class PlaneJob:
-    """Everything a worker needs to restore planes of one acquisition (paths, not open files)."""
+    """Everything a worker needs to restore units of one acquisition (paths, not open files)."""
 
     package: str
     weights: str | None
@@ -40,11 +41,13 @@ class PlaneJob:
     channel: int | None
     factor: float
     restored_shape: tuple[int, int]  # plane shape after rescale (what the network sees)
-    output_shape: tuple[int, int]  # plane shape written (the input's when resampling back)
-    zarr_output: str | None = None  # workers write here (an OME-Zarr being written); None: return the planes
-    # Uncertainty (`predict --ensemble`): `tta` dihedral transforms of each plane, through this package and the
+    output_shape: tuple[int, int]  # plane shape written (× the package's output scale, or the input's when resampling back)
+    plan: UnitPlan  # how the file is cut into network inputs (planes, volumes, frame windows)
+    out_axes: str  # the output's axes
+    zarr_output: str | None = None  # workers write here (an OME-Zarr being written); None: return the units
+    # Uncertainty (`predict --ensemble`): `tta` dihedral transforms of each unit, through this package and the
     # `members` packages; the mean is the restoration and the pixel-wise standard deviation goes to `std_zarr_output`
-    # (or is returned beside the planes).
+    # (or is returned beside the units).
     tta: int = 1
     members: tuple[str, ...] = ()
     std_zarr_output: str | None = None
@@ -88,53 +91,63 @@ def _acquisition(job: PlaneJob) -> Any:
         return _ACQUISITIONS[key]
 
 
-def prepare_planes(job: PlaneJob, indices: list[tuple[int, ...]]) -> np.ndarray:
-    """The planes `indices` of the input, rescaled to what the network sees: float32 (B, Y', X')."""
-    from cristae_zoo.rescale import resample
+def prepare_units(job: PlaneJob, indices: list[tuple[int, ...]]) -> np.ndarray:
+    """The units `indices` of the input, rescaled to what the network sees: float32 (B, C_in, [Z], Y', X')."""
+    from cristae_zoo.units import read_unit
 
     acq = _acquisition(job)
     with acq.open_array() as array:
-        return np.stack([resample(acq.read_plane(array, i), job.restored_shape) for i in indices])
+        return np.stack([read_unit(acq, array, job.plan, i, job.restored_shape) for i in indices])
 
 
 def restore_batch(job: PlaneJob, batch: list[tuple[int, ...]]) -> np.ndarray | tuple[np.ndarray, np.ndarray] | int:
-    """Restore planes `batch` (indices in the acquisition's canonical order). Returns the planes (B, Y, X) — with
+    """Restore units `batch` (indices in canonical order). Returns the predicted units (B, C_out, [Z], Y, X) — with
     `job.uncertainty`, the (mean, std) pair of them — or writes them into `job.zarr_output` (and the std into
     `job.std_zarr_output`) and returns how many were written."""
     from cristae_zoo.rescale import resample
 
-    planes = prepare_planes(job, batch)
-    outputs = list(_predict_with_std(job, planes)) if job.uncertainty else [_predict(job, planes)]
-    if tuple(outputs[0].shape[-2:]) != tuple(job.output_shape):
-        outputs = [np.stack([resample(p, job.output_shape) for p in o]) for o in outputs]
+    units = prepare_units(job, batch)
+    outputs = list(_predict_with_std(job, units)) if job.uncertainty else [_predict(job, units)]
+    if tuple(outputs[0].shape[-2:]) != tuple(job.output_shape):  # --resample-back
+        outputs = [_resample_units(o, job.output_shape, resample) for o in outputs]
     if job.zarr_output is None:
         return tuple(outputs) if job.uncertainty else outputs[0]
     from cristae_zoo.acquisition import open_zarr_output
+    from cristae_zoo.units import output_index, unit_in_output
 
     for path, restored in zip((job.zarr_output, job.std_zarr_output), outputs):
         out = open_zarr_output(path)
-        for index, plane in zip(batch, restored):
-            out[tuple(index) + (slice(None), slice(None))] = plane
+        for index, unit in zip(batch, restored):
+            out[output_index(job.plan, index, job.out_axes)] = unit_in_output(unit, job.plan, job.out_axes)
     return len(batch)
 
 
-def _predict(job: PlaneJob, planes: np.ndarray) -> np.ndarray:
+def _resample_units(units: np.ndarray, shape: tuple[int, int], resample: Callable[..., np.ndarray]) -> np.ndarray:
+    flat = units.reshape(-1, *units.shape[-2:])
+    return np.stack([resample(p, shape) for p in flat]).reshape(*units.shape[:-2], *shape)
+
+
+def _predict(job: PlaneJob, units: np.ndarray) -> np.ndarray:
     with _TF_LOCK if job.weights == "tensorflow_saved_model_bundle" else _nullcontext():
         # TensorFlow's SavedModel layer is not safe to call from several threads at once; ONNX Runtime and
         # TorchScript are.
-        return _restorer(job).predict(planes)
+        return _restorer(job).predict_units(units)
 
 
-def _predict_with_std(job: PlaneJob, planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and pixel-wise standard deviation over the ensemble: every package × `tta` dihedral transforms."""
+def _predict_with_std(job: PlaneJob, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and pixel-wise standard deviation over the ensemble: every package × `tta` dihedral transforms (on y
+    and x, mapped back exactly)."""
     from dataclasses import replace
 
-    from cristae_zoo.uncertainty import predict_ensemble
+    from cristae_zoo.uncertainty import RunningMeanStd, dihedral_inverse, dihedral_transform
 
     jobs = [job] + [replace(job, package=m, members=()) for m in job.members]
-    fns = [lambda im, j=j: _predict(j, im[None])[0] for j in jobs]
-    pairs = [predict_ensemble(fns, p, tta=job.tta) for p in planes]
-    return np.stack([m for m, _ in pairs]), np.stack([s for _, s in pairs])
+    stats = RunningMeanStd()
+    for j in jobs:
+        for i in range(job.tta):
+            stats.add(dihedral_inverse(_predict(j, dihedral_transform(units, i)), i))
+    mean, std = stats.result()
+    return mean.astype(np.float32), std.astype(np.float32)
 
 
 @contextmanager

@@ -20,7 +20,7 @@ package's test input, so the result equals the package's test output.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,7 +105,87 @@ def first_error(summary: Any) -> str:
     e = errors[0]
     loc = ".".join(str(p) for p in e.loc)
     msg = " ".join(str(e.msg).split())
+    if "valid URL" in msg and ".source" in f".{loc}":  # bioimageio.spec's words for "this local file is missing"
+        msg = "the file it names is missing from the package (or is not a valid URL)"
     return f"{loc}: {msg}" if loc else msg
+
+
+#: Top-level rdf fields that name files of the package (others, like `config`, may name files elsewhere).
+_FILE_FIELDS = ("attachments", "covers", "documentation", "inputs", "outputs", "weights")
+
+
+def _package_files(rdf: Any, loc: str = "") -> Iterator[tuple[str, str, str | None]]:
+    """(where in the rdf, relative file path, sha256 or None) of every local file an rdf names."""
+    if isinstance(rdf, dict):
+        source = rdf.get("source")
+        if isinstance(source, str) and "://" not in source:
+            sha = rdf.get("sha256")
+            yield loc or "source", source, sha if isinstance(sha, str) else None
+        for key, value in rdf.items():
+            if not loc and key not in _FILE_FIELDS:  # e.g. `config` holds provenance, not package files
+                continue
+            if not loc and key in ("documentation", "covers"):
+                for i, name in enumerate(value if isinstance(value, list) else [value]):
+                    where = key if not isinstance(value, list) else f"{key}.{i}"
+                    if isinstance(name, str) and "://" not in name:
+                        yield where, name, None
+                    else:
+                        yield from _package_files(name, where)
+            elif key != "source":
+                yield from _package_files(value, f"{loc}.{key}" if loc else str(key))
+    elif isinstance(rdf, list):
+        for i, value in enumerate(rdf):
+            yield from _package_files(value, f"{loc}.{i}")
+
+
+def check_package_files(source: Path, *, hashes: bool = True) -> None:
+    """Every local file the package's rdf names must be there and, with `hashes`, match its sha256: otherwise a
+    one-line `CristaeZooError` naming the file (bioimageio.spec would say "Input should be a valid URL" for a
+    missing weights file). `source` is an rdf.yaml or a package .zip. Unreadable rdfs are left to bioimageio."""
+    import hashlib
+
+    import yaml
+
+    source = Path(source)
+    zf = None
+    try:
+        if source.suffix.lower() == ".zip":
+            zf = zipfile.ZipFile(source)
+            names = set(zf.namelist())
+            rdf_name = next(n for n in RDF_NAMES if n in names)
+            rdf = yaml.safe_load(zf.read(rdf_name))
+        else:
+            rdf = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except Exception:  # broken YAML or zip: bioimageio.spec's own error follows
+        if zf is not None:
+            zf.close()
+        return
+    try:
+        for where, name, sha in _package_files(rdf):
+            if zf is not None:
+                present = name in names
+            else:
+                path = source.parent / name
+                present = path.is_file()
+            if not present:
+                raise CristaeZooError(
+                    f"{source}: {name} is missing from the package (named by {where} in the rdf); put it back or"
+                    " package the model again"
+                )
+            if not (hashes and sha):
+                continue
+            digest = hashlib.sha256()
+            with (zf.open(name) if zf is not None else open(source.parent / name, "rb")) as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            if digest.hexdigest() != sha.lower():
+                raise CristaeZooError(
+                    f"{source}: {name} has changed since packaging: its sha256 differs from the rdf's ({where}:"
+                    f" {sha[:12]}…, file: {digest.hexdigest()[:12]}…); restore the original file or package again"
+                )
+    finally:
+        if zf is not None:
+            zf.close()
 
 
 def load_package(package: str | Path | Any, *, perform_io_checks: bool = True) -> Any:
@@ -116,6 +196,7 @@ def load_package(package: str | Path | Any, *, perform_io_checks: bool = True) -
     if isinstance(package, v0_5.ModelDescr):
         return package
     source = resolve_package(package)
+    check_package_files(source, hashes=perform_io_checks)  # clearer than bioimageio.spec's words for the same
     try:
         descr = load_description(source, perform_io_checks=perform_io_checks)
     except Exception as err:  # unreadable YAML, broken zip members, ...
@@ -145,35 +226,176 @@ def normalize_weights_format(weights: str | None, descr: Any) -> str | None:
     return key
 
 
-# -------------------------------------------------------------------------------------------------- geometry
+# ---------------------------------------------------------------------------------------------------- predict
 
 
-@dataclass(frozen=True)
-class Geometry:
-    min_size: int
-    step: int
-    halo: int
+class Restorer:
+    """A loaded package that predicts batches of same-size units; the model is loaded once and reused.
 
-    def valid_size(self, n: int) -> int:
-        return max(self.min_size, -(-n // self.step) * self.step)
+    A unit is what the network sees for one output: (channels in, [z], y, x) as the package's `TensorDescription`
+    says (`self.tensors`): one plane, a volume, or the frames of a PSSR-MF window. `weights_format`: onnx |
+    tensorflow | torchscript (default: ONNX if the package has it). `tile`: largest network input edge in px (halo
+    included) along every spatial axis; larger units are predicted in tiles. `None`: never tile.
+    """
 
+    def __init__(self, package: str | Path | Any, weights_format: str | None = None, tile: int | None = DEFAULT_TILE):
+        from cristae_zoo.core.tensors import describe_package
 
-def geometry(descr: Any) -> Geometry:
-    from bioimageio.spec.model import v0_5
+        self.descr = load_package(package)
+        self.tensors = describe_package(self.descr)
+        self.weights_format = normalize_weights_format(weights_format, self.descr)
+        self.in_id, self.out_id = str(self.descr.inputs[0].id), str(self.descr.outputs[0].id)
+        self.in_dims = tuple(str(a.id) if str(a.type) not in ("batch",) else "batch" for a in self.descr.inputs[0].axes)
+        self.out_dims = tuple(str(a.id) if str(a.type) not in ("batch",) else "batch" for a in self.descr.outputs[0].axes)
+        td = self.tensors
+        if tile is not None:
+            for axis in td.spatial_axes:
+                step = max(1, td.step.get(axis, 1))
+                if tile // step * step - 2 * td.halo.get(axis, 0) < step:
+                    raise CristaeZooError(
+                        f"tile {tile}: too small for this model's halo of {td.halo.get(axis, 0)} px along {axis};"
+                        f" expected at least {2 * td.halo.get(axis, 0) + step}"
+                    )
+        self.tile = tile
+        self._pp: Any = None
 
-    ipt, out = descr.inputs[0], descr.outputs[0]
-    mins, steps = [], []
-    for a in ipt.axes:
-        if a.id in ("y", "x"):
-            if isinstance(a.size, v0_5.ParameterizedSize):
-                mins.append(a.size.min)
-                steps.append(a.size.step)
-            elif isinstance(a.size, int):
-                raise CristaeZooError("expected a package with variable y/x input size ({min, step})")
-    halos = [getattr(a, "halo", 0) for a in out.axes if a.id in ("y", "x")]
-    if len(mins) != 2:
-        raise CristaeZooError("expected a package whose input has y and x axes")
-    return Geometry(min_size=max(mins), step=max(steps), halo=max(halos or [0]))
+    @property
+    def pipeline(self) -> Any:
+        if self._pp is None:
+            from bioimageio.core import create_prediction_pipeline
+
+            self._pp = create_prediction_pipeline(self.descr, weights_format=self.weights_format)
+        return self._pp
+
+    def close(self) -> None:
+        if self._pp is not None:
+            self._pp.unload()
+            self._pp = None
+
+    def __enter__(self) -> Restorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -------------------------------------------------------------------------------------------- tile layout
+
+    def _layout(self, padded: tuple[int, ...]) -> tuple[list[int], list[int]]:
+        """(inner, halo) per spatial axis for a padded unit: one tile along an axis that fits, else tiles of
+        `tile` − 2·halo px (a multiple of the step)."""
+        td = self.tensors
+        inner, halo = [], []
+        for axis, n in zip(td.spatial_axes, padded):
+            h = td.halo.get(axis, 0)
+            step = max(1, td.step.get(axis, 1))
+            if self.tile is None or n <= self.tile:
+                inner.append(n)
+                halo.append(0)
+            else:
+                inner.append(max(step, (self.tile // step * step - 2 * h) // step * step))
+                halo.append(h)
+        return inner, halo
+
+    def n_tiles(self, shape: tuple[int, ...]) -> int:
+        td = self.tensors
+        padded = tuple(td.valid_size(a, n) for a, n in zip(td.spatial_axes, shape))
+        inner, _ = self._layout(padded)
+        return int(np.prod([len(range(0, n, i)) for n, i in zip(padded, inner)]))
+
+    # ------------------------------------------------------------------------------------------------ predict
+
+    def predict_units(self, units: np.ndarray, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Predict (B, C_in, [Z], Y, X) units (each normalised on its own, as the package says); returns float32
+        (B, C_out, [Z], Y·s, X·s) with s the package's output scale."""
+        from bioimageio.core import Sample, Tensor
+
+        td, pp = self.tensors, self.pipeline
+        units = np.asarray(units, dtype=np.float32)
+        if units.ndim != 2 + td.ndim or units.shape[1] != td.n_in:
+            raise CristaeZooError(
+                f"expected units of shape (batch, {td.n_in} channel(s), {', '.join(td.spatial_axes)}), got {units.shape}"
+            )
+        shape = units.shape[2:]
+        padded = tuple(td.valid_size(a, n) for a, n in zip(td.spatial_axes, shape))
+
+        sample = self._sample(self.in_id, self.in_dims, units, "image")
+        pp.apply_preprocessing(sample)  # per-sample statistics, computed on the unpadded units
+        x = self._from_tensor(sample.members[self.in_id], self.in_dims)
+        stat = sample.stat  # postprocessing may refer to the input's statistics
+        del sample
+        if padded != shape:
+            x = np.pad(x, [(0, 0), (0, 0)] + [(0, p - n) for p, n in zip(padded, shape)], mode="symmetric")
+
+        def run(block: np.ndarray) -> np.ndarray:
+            result = pp.predict_sample_without_blocking(
+                self._sample(self.in_id, self.in_dims, block, "block"),
+                skip_preprocessing=True,
+                skip_postprocessing=True,
+                skip_input_padding=True,
+                skip_output_cropping=True,
+            )
+            return self._from_tensor(result.members[self.out_id], self.out_dims)
+
+        inner, halo = self._layout(padded)
+        total = int(np.prod([len(range(0, n, i)) for n, i in zip(padded, inner)]))
+        done = [0]
+
+        def run_counted(block: np.ndarray) -> np.ndarray:
+            out = run(block)
+            done[0] += 1
+            if progress:
+                progress(done[0], total)
+            return out
+
+        scale = [td.axis_scale(a) for a in td.spatial_axes]
+        mins = [td.min_size.get(a, 1) for a in td.spatial_axes]
+        if total == 1:
+            y = run_counted(x)
+        else:
+            from cristae_zoo.tiling import tiled_apply
+
+            y = tiled_apply(run_counted, x, inner, halo, mins, spatial=td.ndim, scale=scale)
+        del x
+        y = np.ascontiguousarray(y[(slice(None), slice(None), *(slice(0, n * k) for n, k in zip(shape, scale)))])
+        out_sample = Sample(members={self.out_id: self._tensor(y, self.out_dims)}, stat=stat, id="image")
+        pp.apply_postprocessing(out_sample)
+        return self._from_tensor(out_sample.members[self.out_id], self.out_dims)
+
+    def predict(self, planes: np.ndarray, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Restore (B, Y, X) planes with a one-channel-in, one-channel-out 2D package; returns float32 (B, Y', X')."""
+        td = self.tensors
+        if td.ndim != 2 or td.n_in != 1 or td.n_out != 1:
+            raise CristaeZooError(
+                f"{self.descr.name}: takes {td.n_in} channel(s) of {td.spatial_axes.upper()} and gives {td.n_out};"
+                " use predict_units"
+            )
+        planes = np.asarray(planes, dtype=np.float32)
+        if planes.ndim == 2:
+            planes = planes[None]
+        return self.predict_units(planes[:, None], progress=progress)[:, 0]
+
+    # -------------------------------------------------------------------------------------- tensor plumbing
+
+    @staticmethod
+    def _tensor(array: np.ndarray, dims: tuple[str, ...]) -> Any:
+        """(B, C, *spatial) → a bioimageio Tensor with the package's dims (a package without a channel axis gets
+        the channel axis squeezed)."""
+        from bioimageio.core import Tensor
+
+        if "channel" not in dims:
+            array = array[:, 0]
+        return Tensor.from_numpy(array, dims=dims)
+
+    @classmethod
+    def _sample(cls, member_id: str, dims: tuple[str, ...], array: np.ndarray, sample_id: str) -> Any:
+        from bioimageio.core import Sample
+
+        return Sample(members={member_id: cls._tensor(array, dims)}, stat={}, id=sample_id)
+
+    @staticmethod
+    def _from_tensor(tensor: Any, dims: tuple[str, ...]) -> np.ndarray:
+        array = tensor.data.transpose(*dims).to_numpy().astype(np.float32, copy=False)
+        return array if "channel" in dims else array[:, None]
 
 
 def as_2d(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -200,124 +422,6 @@ def as_2d(image: np.ndarray, name: str = "image") -> np.ndarray:
     return out
 
 
-# ---------------------------------------------------------------------------------------------------- predict
-
-
-class Restorer:
-    """A loaded package that restores batches of same-size 2D planes; the model is loaded once and reused.
-
-    `weights_format`: onnx | tensorflow | torchscript (default: ONNX if the package has it). `tile`: largest network
-    input edge in px (halo included); larger planes are predicted in tiles. `None`: never tile.
-    """
-
-    def __init__(self, package: str | Path | Any, weights_format: str | None = None, tile: int | None = DEFAULT_TILE):
-        self.descr = load_package(package)
-        self.geometry = geometry(self.descr)
-        self.weights_format = normalize_weights_format(weights_format, self.descr)
-        self.in_id, self.out_id = str(self.descr.inputs[0].id), str(self.descr.outputs[0].id)
-        geo = self.geometry
-        if tile is not None:
-            tile = tile // geo.step * geo.step
-            if tile - 2 * geo.halo < geo.step:
-                raise CristaeZooError(
-                    f"tile {tile}: too small for this model's halo of {geo.halo} px; expected at least"
-                    f" {2 * geo.halo + geo.step}"
-                )
-        self.tile = tile
-        self._pp: Any = None
-
-    @property
-    def pipeline(self) -> Any:
-        if self._pp is None:
-            from bioimageio.core import create_prediction_pipeline
-
-            self._pp = create_prediction_pipeline(self.descr, weights_format=self.weights_format)
-        return self._pp
-
-    def close(self) -> None:
-        if self._pp is not None:
-            self._pp.unload()
-            self._pp = None
-
-    def __enter__(self) -> Restorer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def n_tiles(self, shape: tuple[int, int]) -> int:
-        padded = [self.geometry.valid_size(n) for n in shape]
-        if self.tile is None or max(padded) <= self.tile:
-            return 1
-        inner = self.tile - 2 * self.geometry.halo
-        return len(range(0, padded[0], inner)) * len(range(0, padded[1], inner))
-
-    def predict(self, planes: np.ndarray, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """Restore (B, Y, X) planes (each normalised on its own, as the package says); returns float32 (B, Y, X)."""
-        from bioimageio.core import Sample, Tensor
-
-        planes = np.asarray(planes, dtype=np.float32)
-        if planes.ndim == 2:
-            planes = planes[None]
-        geo, pp = self.geometry, self.pipeline
-        batch, height, width = planes.shape
-        padded_shape = (geo.valid_size(height), geo.valid_size(width))
-
-        sample = _sample(self.in_id, planes, "image")
-        pp.apply_preprocessing(sample)  # per-plane statistics, computed on the unpadded planes
-        x = sample.members[self.in_id].data.to_numpy()[:, 0].astype(np.float32, copy=False)
-        stat = sample.stat  # postprocessing may refer to the input's statistics
-        del sample
-        if padded_shape != (height, width):
-            x = np.pad(x, [(0, 0), (0, padded_shape[0] - height), (0, padded_shape[1] - width)], mode="symmetric")
-
-        def run(block: np.ndarray) -> np.ndarray:
-            block_sample = _sample(self.in_id, block, "block")
-            result = pp.predict_sample_without_blocking(
-                block_sample,
-                skip_preprocessing=True,
-                skip_postprocessing=True,
-                skip_input_padding=True,
-                skip_output_cropping=True,
-            )
-            return result.members[self.out_id].data.to_numpy()[:, 0].astype(np.float32, copy=False)
-
-        total = self.n_tiles((height, width))
-        if total == 1:
-            y = run(x)
-            if progress:
-                progress(1, 1)
-        else:
-            assert self.tile is not None
-            done = [0]
-
-            def run_counted(block: np.ndarray) -> np.ndarray:
-                out = run(block)
-                done[0] += 1
-                if progress:
-                    progress(done[0], total)
-                return out
-
-            y = tiled_apply_batch(run_counted, x, self.tile - 2 * geo.halo, geo.halo, min_size=geo.min_size)
-        del x
-        y = np.ascontiguousarray(y[:, :height, :width])
-        out_sample = Sample(members={self.out_id: Tensor.from_numpy(y[:, None], dims=BCYX)}, stat=stat, id="image")
-        pp.apply_postprocessing(out_sample)
-        return out_sample.members[self.out_id].data.to_numpy()[:, 0].astype(np.float32, copy=False)
-
-
-def tiled_apply_batch(
-    fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, inner: int, halo: int, min_size: int = 1
-) -> np.ndarray:
-    """`export.halo.tiled_apply` over the last two axes of a (B, Y, X) batch: every tile runs on all planes at once.
-
-    Tiles of `inner` px with `halo` px of context, never beyond the image, corners on multiples of `inner`."""
-    from cristae_zoo.export.halo import tiled_apply
-
-    n = image.shape[0]  # the batch axis is one "tile" without halo
-    return tiled_apply(fn, image, (n, inner, inner), (0, halo, halo), (1, min_size, min_size))
-
-
 def predict_image(
     package: str | Path | Any,
     image: np.ndarray,
@@ -336,17 +440,6 @@ def predict_image(
     image2d = as_2d(image)
     with restorer:
         return restorer.predict(image2d[None], progress=progress)[0]
-
-
-BCYX = ("batch", "channel", "y", "x")
-
-
-def _sample(member_id: str, planes: np.ndarray, sample_id: str) -> Any:
-    """A bioimageio.core Sample of one (B, 1, Y, X) tensor from (B, Y, X) planes (any size: padding and tiling
-    are done here)."""
-    from bioimageio.core import Sample, Tensor
-
-    return Sample(members={member_id: Tensor.from_numpy(planes[:, None], dims=BCYX)}, stat={}, id=sample_id)
 
 
 def read_input_tiff(path: Path) -> np.ndarray:

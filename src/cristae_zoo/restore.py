@@ -188,23 +188,32 @@ def restore_one(
     progress: Progress | None = None,
 ) -> RestoreResult:
     from cristae_zoo import __version__
+    from cristae_zoo.acquisition import output_kind
+    from cristae_zoo.core.tensors import describe_package
     from cristae_zoo.distributed import PlaneJob, in_order, restore_batch
-    from cristae_zoo.rescale import choose_factor, estimate_width, pick_planes, rescaled_shape, training_scale
+    from cristae_zoo.rescale import RescaleChoice, rescaled_shape
+    from cristae_zoo.units import output_axes, output_planes, plan_units
 
     start = time.perf_counter()
+    tensors = describe_package(descr)
     acq = open_acquisition(input, axes=options.axes, channel=options.channel, pixel_size_nm=options.pixel_size_nm)
+    unit_plan = plan_units(acq, tensors, str(input))
     if Path(output).exists() and not options.overwrite:  # before the slow parts
         raise CristaeZooError(f"{output}: already exists; use --overwrite to replace it")
-    train = training_scale(descr)
-
-    def estimate() -> Any:
-        return estimate_width(list(acq.iter_planes(pick_planes(acq, options.estimate_planes))), name=str(input))
-
-    choice = choose_factor(options.rescale, options.pixel_size_nm, acq.pixel_size_nm, train, name=str(input),
-                           estimate=estimate)  # fmt: skip
+    if tensors.rescale is None:
+        if options.rescale is not None or options.resample_back:
+            flag = "--rescale" if options.rescale is not None else "--resample-back"
+            raise CristaeZooError(
+                f"{flag}: the package {descr.name!r} has no rescale requirement (it runs on the file's own pixels);"
+                " drop the option"
+            )
+        choice = RescaleChoice(factor=1.0, source="none: the package has no rescale requirement")
+    else:
+        choice = _rescale_choice(acq, tensors.rescale, options, str(input))
     t_factor = time.perf_counter() - start
     restored_shape = rescaled_shape(acq.plane_shape, choice.factor)
-    written_shape = acq.plane_shape if options.resample_back else restored_shape
+    s = tensors.output_scale
+    written_shape = acq.plane_shape if options.resample_back else (restored_shape[0] * s, restored_shape[1] * s)
     provenance = {
         "software": f"cristae-zoo {__version__}",
         "model": str(descr.name),
@@ -213,14 +222,19 @@ def restore_one(
         "input": str(Path(input).name),
         "rescale_factor": choice.factor,
         "rescale_source": choice.source,
+        "output_scale": s,
+        "output_channels": tensors.output_channels,
         "resampled_back_to_input_grid": options.resample_back,
     }
     if choice.width is not None:
         provenance["estimated_width_px"] = round(choice.width.mean, 3)
-    spec = output_spec(acq, Path(output), written_shape, 1.0 if options.resample_back else choice.factor,
-                       provenance)  # fmt: skip
-    batch = max(1, min(options.batch, _BATCH_PIXELS // max(1, restored_shape[0] * restored_shape[1])))
-    indices = acq.plane_indices()
+    out_axes = output_axes(acq.axes, tensors.n_out, output_kind(acq, Path(output)))
+    spec = output_spec(acq, Path(output), written_shape, 1.0 if options.resample_back else choice.factor * s,
+                       provenance, axes=out_axes,
+                       channel_names=tuple(tensors.output_channels) if tensors.n_out > 1 else ())  # fmt: skip
+    unit_pixels = restored_shape[0] * restored_shape[1] * (acq.sizes["Z"] if unit_plan.spatial == "zyx" else 1)
+    batch = max(1, min(options.batch, _BATCH_PIXELS // max(1, unit_pixels)))
+    indices = unit_plan.indices()
     batches = [indices[i : i + batch] for i in range(0, len(indices), batch)]
     window = max(2, eng.workers + 1)
     name = Path(input).name
@@ -234,7 +248,8 @@ def restore_one(
             tmp_std = stack.enter_context(staged_output(std_output, overwrite=options.overwrite)) if std_output else None
             job = PlaneJob(package=package, weights=weights, tile=options.tile, input=str(Path(input).resolve()),
                            axes=options.axes, channel=options.channel, factor=choice.factor,
-                           restored_shape=restored_shape, output_shape=written_shape,
+                           restored_shape=restored_shape, output_shape=written_shape, plan=unit_plan,
+                           out_axes=spec.axes,
                            zarr_output=str(tmp.resolve()) if spec.kind == "ome-zarr" else None,
                            tta=options.ensemble, members=options.members,
                            std_zarr_output=str(tmp_std.resolve()) if tmp_std and spec.kind == "ome-zarr" else None)  # fmt: skip
@@ -248,31 +263,34 @@ def restore_one(
                     if progress:
                         progress(name, done, len(indices))
             else:
-                # The std planes wait in a memory-mapped scratch file beside the output (bounded memory) while
+                # The std units wait in a memory-mapped scratch file beside the output (bounded memory) while
                 # the restoration streams into its TIFF; then they stream into theirs.
-                std_planes = None
+                std_units = None
                 if std_spec is not None:
                     scratch = stack.enter_context(tempfile.TemporaryDirectory(dir=Path(output).parent,
                                                                               prefix=".cristae-zoo-"))  # fmt: skip
-                    std_planes = np.lib.format.open_memmap(Path(scratch) / "std.npy", mode="w+", dtype=np.float32,
-                                                           shape=(len(indices), *written_shape))  # fmt: skip
+                    unit_shape = (tensors.n_out, *((acq.sizes["Z"],) if unit_plan.spatial == "zyx" else ()),
+                                  *written_shape)  # fmt: skip
+                    std_units = np.lib.format.open_memmap(Path(scratch) / "std.npy", mode="w+", dtype=np.float32,
+                                                          shape=(len(indices), *unit_shape))  # fmt: skip
 
                 def planes() -> Any:
                     nonlocal done
                     for restored in in_order(eng.executor, restore_batch, batches, job, window=window):
-                        if std_planes is not None:
+                        if std_units is not None:
                             restored, std = restored
-                            std_planes[done : done + len(std)] = std
-                        for plane in restored:
-                            yield plane
+                            std_units[done : done + len(std)] = std
+                        for unit in restored:
+                            yield from output_planes(unit, unit_plan, spec.axes)
                         done += len(restored)
                         if progress:
                             progress(name, done, len(indices))
 
                 write_tiff_planes(spec, tmp, planes())
-                if std_planes is not None:
-                    write_tiff_planes(std_spec, tmp_std, iter(std_planes))
-                    del std_planes
+                if std_units is not None:
+                    write_tiff_planes(std_spec, tmp_std,
+                                      (p for u in std_units for p in output_planes(u, unit_plan, spec.axes)))  # fmt: skip
+                    del std_units
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             raise CristaeZooError(
@@ -288,6 +306,25 @@ def restore_one(
     if options.preview:
         result.preview = write_preview(result)
     return result
+
+
+def _rescale_choice(acq: Acquisition, requirement: Any, options: RestoreOptions, name: str) -> Any:
+    """The rescale factor towards the package's training scale (`requirement`: a `RescaleRequirement`)."""
+    from cristae_zoo.rescale import TRAINING_WIDTH_PX, Training, choose_factor, estimate_width, pick_planes
+
+    width = requirement.structure_width_px
+    if options.rescale == "auto" and width is None:
+        raise CristaeZooError(
+            "--rescale auto: the package does not state the mitochondrion width it was trained at; give --pixel-size"
+            " NM or --rescale FACTOR"
+        )
+    train = Training(pixel_size_nm=requirement.pixel_size_nm, width_px=width or TRAINING_WIDTH_PX)
+
+    def estimate() -> Any:
+        return estimate_width(list(acq.iter_planes(pick_planes(acq, options.estimate_planes))), name=name)
+
+    return choose_factor(options.rescale, options.pixel_size_nm, acq.pixel_size_nm, train, name=name,
+                         estimate=estimate, plane_shape=acq.plane_shape)  # fmt: skip
 
 
 def _std_spec(spec: OutputSpec, path: Path, options: RestoreOptions) -> OutputSpec:
