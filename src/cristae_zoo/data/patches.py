@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cristae_zoo.config import DegradationConfig, PatchConfig
-from cristae_zoo.data.degrade import rotations, shrink_and_flip
+from cristae_zoo.data.degrade import Flip, rotations, shrink_and_flip
 
 
 def patches_per_image(shape: tuple[int, int], patch_size: int) -> int:
@@ -81,14 +81,20 @@ def augment(
     degradation: DegradationConfig,
     rng: np.random.Generator,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Rotations by 0/90/180/270°, then on a random `shrink_fraction` of the result a shrink transform plus
-    horizontal and vertical flips (the mask is resampled with nearest neighbours)."""
+    """Rotations by 0/90/180/270°, then on a random `shrink_fraction` of the result a shrink transform and a
+    horizontal or a vertical flip (drawn per image, the same for input, target and mask; the mask is resampled
+    with nearest neighbours). One flip, not both: both together are a 180° rotation, which adds no new image."""
     rotated = [tuple(r) for x, y, m in triplets for r in zip(rotations(x), rotations(y), rotations(m))]
     n_shrink = int(round(degradation.shrink_fraction * len(rotated)))
+    f = degradation.shrink_factor
     for i in rng.choice(len(rotated), size=n_shrink, replace=False):
         x, y, m = rotated[i]
-        f = degradation.shrink_factor
-        rotated[i] = (shrink_and_flip(x, f), shrink_and_flip(y, f), shrink_and_flip(m.astype(np.float32), f, order=0) > 0.5)
+        kind: Flip = "horizontal" if rng.random() < 0.5 else "vertical"
+        rotated[i] = (
+            shrink_and_flip(x, f, kind),
+            shrink_and_flip(y, f, kind),
+            shrink_and_flip(m.astype(np.float32), f, kind, order=0) > 0.5,
+        )
     return rotated
 
 

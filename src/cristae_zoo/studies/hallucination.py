@@ -142,7 +142,7 @@ def make_cases(
                 sim = simulate_image(cfg, i)
                 hr, mito = sim.hr, sim.mito_mask
             noise_rng = np.random.default_rng([seed, 11, i, CASES.index(kind)])
-            x = degrade(hr, degradation.sigma_blur, degradation.sigma_noise, noise_rng)
+            x = degrade(hr, degradation.sigma_blur, degradation.sigma_noise, noise_rng, base.offset)  # HR drawn here with base.offset
             gt = richardson_lucy(hr, degradation.rl_psf_sigma_px, degradation.rl_iterations)
             cases.append(Case(kind, i, x, gt, mito))
     return cases

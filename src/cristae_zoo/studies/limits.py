@@ -89,7 +89,7 @@ def redegrade_pairs(pairs: list[Pair], hr_dir: Path, degradation: DegradationCon
             raise CristaeZooError(f"{hr_dir}: no HR image {p.name}.tif for the test image {p.name}")
         hr = read_image_2d(Path(hr_dir) / f"{p.name}.tif")
         rng = np.random.default_rng([degradation.seed, names.index(p.name)])
-        out.append(Pair(p.name, degrade(hr, sigma_blur, sigma_noise, rng), p.gt, p.mito_mask, p.cristae_mask))
+        out.append(Pair(p.name, degrade(hr, sigma_blur, sigma_noise, rng, degradation.hr_offset), p.gt, p.mito_mask, p.cristae_mask))
     return out
 
 
