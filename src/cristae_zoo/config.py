@@ -26,15 +26,43 @@ class YamlModel(BaseModel):
 
     @classmethod
     def from_yaml(cls: type[T], path: Path) -> T:
+        """Read and validate a config; any problem is one line naming the file, the line (YAML syntax) or the
+        option (validation), and what is wrong, never a parser dump."""
+        from pydantic import ValidationError
+
         path = Path(path)
         if not path.is_file():
             raise CristaeZooError(f"{path}: config file not found")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise CristaeZooError(f"{path}: cannot read the config file ({err}); expected a YAML text file") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+            problem = " ".join(str(getattr(err, "problem", None) or err).split())
+            raise CristaeZooError(f"{path}: invalid YAML: {where}{problem}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise CristaeZooError(
+                f"{path}: expected a mapping of options (key: value lines) for {cls.__name__}, got a"
+                f" {type(data).__name__}"
+            )
+        try:
             return cls.model_validate(data)
-        except (yaml.YAMLError, ValueError) as err:
-            first = str(err).splitlines()
-            raise CristaeZooError(f"{path}: invalid {cls.__name__}: {' '.join(first[:3])}") from None
+        except ValidationError as err:
+            first = err.errors()[0]
+            loc = ".".join(map(str, first["loc"])) or "(top level)"
+            more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+            shown = repr(first.get("input"))
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            value = f", got {shown}" if first.get("type") != "missing" and "input" in first else ""
+            raise CristaeZooError(f"{path}: invalid {cls.__name__} option {loc}: {first['msg']}{value}{more}") from None
+        except ValueError as err:
+            raise CristaeZooError(f"{path}: invalid {cls.__name__}: {' '.join(str(err).split())}") from None
 
 
 class SimulationConfig(YamlModel):
@@ -164,17 +192,11 @@ class NetworkConfig(YamlModel):
     residual: bool = True
 
 
-class TrainConfig(YamlModel):
-    data_dir: Path = Path("runs/data")
-    output_dir: Path = Path("runs/deepcristae")
-    network: NetworkConfig = NetworkConfig()
-    patches: PatchConfig = PatchConfig()
-    loss: Literal["scop", "mae", "mse", "dssim"] = "scop"
-    gamma_mito: float = 1.0
-    gamma_background: float = 4.0
-    epochs: int = Field(50, ge=1)
-    steps_per_epoch: int | None = Field(None, description="batches per epoch; default: one pass over the patches")
-    batch_size: int = 16
-    learning_rate: float = 4e-4
-    seed: int = 0
-    init_seed: int | None = Field(None, description="seed of the weights' initialisation; default: seed")
+def __getattr__(name: str) -> type:
+    """`TrainConfig`: DeepCristae's training config, now `cristae_zoo.systems.deepcristae.DeepCristaeConfig` (one
+    config class per system lives with its system; this name stays for the code that reads DeepCristae models)."""
+    if name == "TrainConfig":
+        from cristae_zoo.systems.deepcristae import DeepCristaeConfig
+
+        return DeepCristaeConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -78,3 +78,25 @@ def load_pair(data_dir: Path, name: str, structures: list[str], ndim: int, min_s
             raise CristaeZooError(f"{path}: fluorescence shape {fl.shape} differs from TL {tl_path.name} {tl.shape}")
         targets.append(zscore(fl))
     return Pair(name, zscore(tl), np.stack(targets))
+
+
+def split(names: list[str], test_fraction: float, validation_fraction: float, seed: int) -> dict[str, list[str]]:
+    """Train/test, then train/validation by image, seeded (at least one image each where possible)."""
+    order = list(np.random.default_rng(seed).permutation(len(names)))
+    n_test = max(1, round(test_fraction * len(names))) if test_fraction > 0 and len(names) > 2 else 0
+    test, rest = order[:n_test], order[n_test:]
+    n_val = max(1, round(validation_fraction * len(rest))) if validation_fraction > 0 and len(rest) > 1 else 0
+    val, train = rest[:n_val], rest[n_val:]
+    return {k: sorted(names[i] for i in v) for k, v in (("train", train), ("validation", val), ("test", test))}
+
+
+def random_patches(pairs: list[Pair], size: tuple[int, ...], n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """n random patches (channels-last): x (n, *size, 1), y (n, *size, C)."""
+    xs, ys = [], []
+    for _ in range(n):
+        p = pairs[int(rng.integers(len(pairs)))]
+        starts = [int(rng.integers(0, s - k + 1)) for s, k in zip(p.tl.shape, size)]
+        sl = tuple(slice(a, a + k) for a, k in zip(starts, size))
+        xs.append(p.tl[sl][..., None])
+        ys.append(np.moveaxis(p.targets[(slice(None),) + sl], 0, -1))
+    return np.stack(xs), np.stack(ys)

@@ -76,3 +76,14 @@ def build_labelfree_unet(config: LabelFreeNetworkConfig) -> Any:
         x = block(x, f"up{level}_conv1", n)
     out = conv(config.n_out, 3, padding="same", name="final_conv")(x)
     return keras.Model(inp, out, name=f"labelfree_unet_{config.ndim}d")
+
+
+def receptive_radius(config: LabelFreeNetworkConfig) -> int:
+    """Upper bound of the receptive-field radius (px): 3×3 convs add their scale, 2×2 stride-2 (transposed) convs too."""
+    return sum(6 * 2**level for level in range(config.depth)) + 2 * 2**config.depth + 1
+
+
+def seamless_halo(config: LabelFreeNetworkConfig) -> int:
+    """The tiling halo (px) that makes tiled prediction equal whole-image prediction: the receptive radius rounded
+    up to the divisor, so that tiles stay on the stride-2 grid."""
+    return -(-receptive_radius(config) // config.divisor) * config.divisor

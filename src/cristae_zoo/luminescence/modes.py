@@ -100,3 +100,31 @@ def load_sample(data_dir: Path, name: str, mode: ModeConfig, ndim: int) -> Pair:
     if x.shape != y.shape:
         raise CristaeZooError(f"{tg_path}: target shape {y.shape} differs from input {in_path.name} {x.shape}")
     return Pair(name, normalize(x), normalize(y)[None])
+
+
+#: a patch counts as foreground if its target reaches this (normalised units; 1 ≈ the image's 99.8th percentile)
+FOREGROUND = 0.4
+
+
+def load_pairs(data_dir: Path, names: list[str], mode: ModeConfig, ndim: int) -> list[Pair]:
+    """Normalised (input, target) of `names`; noise2noise (`swap`) adds each pair the other way round too."""
+    pairs = [load_sample(Path(data_dir), n, mode, ndim) for n in names]
+    if mode.swap:  # noise2noise: each acquisition is the other's target as well
+        pairs += [Pair(p.name, p.targets[0], p.tl[None]) for p in pairs]
+    return pairs
+
+
+def sample_batch(pairs: list[Pair], size: tuple[int, ...], n: int, rng: np.random.Generator,
+                 foreground_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """n patches, at least `foreground_fraction` of them with structure when the images have it (CSBDeep's
+    background filter in spirit: luminescence scenes are sparse), each in one of the 8 rotations/mirrors."""
+    from cristae_zoo.labelfree.data import random_patches
+
+    x, y = random_patches(pairs, size, 3 * n, rng)
+    fg = y.reshape(len(y), -1).max(axis=1) >= FOREGROUND
+    n_fg = min(round(foreground_fraction * n), int(fg.sum()))
+    keep = np.concatenate([np.flatnonzero(fg)[:n_fg], np.flatnonzero(~fg | (np.cumsum(fg) > n_fg))[: n - n_fg]])
+    ks = rng.integers(0, 8, len(keep))
+    # patches are channels-last: (*spatial, C); move C first so augment8 acts on the last two (y, x) axes
+    aug = lambda a, k: np.moveaxis(augment8(np.moveaxis(a, -1, 0), int(k)), 0, -1)  # noqa: E731
+    return np.stack([aug(x[i], k) for i, k in zip(keep, ks)]), np.stack([aug(y[i], k) for i, k in zip(keep, ks)])

@@ -30,3 +30,30 @@ def build_mean_twin(keras_mean_model: Any, network: Any) -> LaplaceMean:
 
     residual = bool(keras_mean_model.get_layer("laplace_mean").residual)
     return LaplaceMean(build_twin(keras_mean_model, network), residual).eval()
+
+
+class LaplaceOutput(nn.Module):
+    """(B, 1, *spatial) → (B, 2, *spatial) = [mean, scale]: the whole Keras `network.build_care` model."""
+
+    def __init__(self, unet: nn.Module, residual: bool, min_scale: float) -> None:
+        super().__init__()
+        self.unet = unet
+        self.residual = residual
+        self.min_scale = min_scale
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        raw = self.unet(input)
+        mean = raw[:, 0:1]
+        if self.residual:
+            mean = mean + input
+        scale = torch.nn.functional.softplus(raw[:, 1:2]) + self.min_scale
+        return torch.cat([mean, scale], dim=1)
+
+
+def build_laplace_twin(keras_care_model: Any, network: Any) -> LaplaceOutput:
+    """The twin of `build_care`'s [mean, scale] model, Keras weights copied in; eval mode."""
+    from cristae_zoo.labelfree.torch_twin import build_twin
+    from cristae_zoo.luminescence.network import MIN_SCALE
+
+    residual = bool(keras_care_model.get_layer("laplace_head").residual)
+    return LaplaceOutput(build_twin(keras_care_model, network), residual, MIN_SCALE).eval()

@@ -16,7 +16,7 @@ import tifffile
 from scipy import ndimage as ndi
 
 from cristae_zoo.errors import CristaeZooError
-from cristae_zoo.pssr.train import load_hr_movie, normalize_frames
+from cristae_zoo.pssr.data import load_hr_movie, normalize_frames
 
 BACKGROUND_MARGIN = 4
 
