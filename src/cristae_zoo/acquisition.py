@@ -219,6 +219,9 @@ class Acquisition:
         """A lazy array over the file (indexing reads only what is asked for)."""
         import zarr
 
+        if self.kind == "array":  # an in-memory array (the Python API: `cristae_zoo.load(...).predict(array)`)
+            yield self.metadata["array"]
+            return
         if self.kind == "ome-zarr":
             yield zarr.open_array(self.path / self.metadata["dataset_path"], mode="r")
             return
