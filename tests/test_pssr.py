@@ -11,30 +11,75 @@ from cristae_zoo.pssr.crappify import CrappifierConfig, crappify, salt_and_peppe
 
 
 # ------------------------------------------------------------------------------------------------ crappifier
-def test_salt_and_pepper_replaces_the_requested_fraction():
-    rng = np.random.default_rng(0)
-    img = np.full((3, 200, 100), 0.5, np.float32)
-    out = salt_and_pepper(img, 0.005, rng)
-    changed = out != 0.5
-    assert changed.sum(axis=(1, 2)).tolist() == [100, 100, 100]  # 0.5 % of 20 000 px, per frame
-    assert set(np.unique(out[changed]).tolist()) == {0.0, 1.0}
-    assert 0.3 < (out[changed] == 1.0).mean() < 0.7  # salt and pepper about equally often
-    np.testing.assert_array_equal(out, salt_and_pepper(img, 0.005, np.random.default_rng(0)))  # seeded
+def _clipped_normal_variance(mu: float, sigma: float) -> float:
+    """Variance of clip(N(μ, σ²), 0, 1), by quadrature: the model the crappifier's noise must follow."""
+    from scipy import integrate, stats
+
+    def moment(k: int) -> float:
+        inner = integrate.quad(lambda v: v**k * stats.norm.pdf(v, mu, sigma), 0.0, 1.0)[0]
+        return inner + 1.0**k * stats.norm.sf(1.0, mu, sigma)  # the mass clipped to 1 (that clipped to 0 adds 0)
+
+    m1, m2 = moment(1), moment(2)
+    return m2 - m1 * m1
 
 
-def test_crappify_shape_range_and_noise_level():
-    cfg = CrappifierConfig(salt_pepper_fraction=0.0, quantize_8bit=False)
+def _plateaus() -> np.ndarray:
+    """Three flat plateaus (0.05, 0.2, 1.0) 96 px wide: far from the edges the smoothed image is the plateau."""
+    img = np.zeros((2, 288, 288), np.float32)
+    for i, level in enumerate((0.05, 0.2, 1.0)):
+        img[:, :, 96 * i : 96 * (i + 1)] = level
+    return img
+
+
+@pytest.mark.parametrize("modality, gain", [("fluorescence", 0.5), ("em", 0.05)])
+def test_crappifier_noise_variance_follows_the_smoothed_image(modality, gain):
+    # scale 1 (no downsampling), no salt and pepper, no 8-bit rounding: what is left is the Gaussian noise, whose
+    # variance the authors set to gain × the smoothed image (the paper's text suggested a constant σ = 5/255).
+    cfg = CrappifierConfig(modality=modality, scale=1, salt_pepper_fraction=0.0, quantize_8bit=False)
+    hr = _plateaus()
+    lr = crappify(hr, cfg, np.random.default_rng(1), normalized=True)
+    assert lr.shape == hr.shape and lr.min() >= 0 and lr.max() <= 1
+    for i, level in enumerate((0.05, 0.2)):
+        core = lr[:, 30:-30, 96 * i + 30 : 96 * (i + 1) - 30]  # ≥ 6σ (5 px) from the plateau's edges
+        expected = _clipped_normal_variance(level, np.sqrt(gain * level))
+        assert core.var() == pytest.approx(expected, rel=0.04), (level, core.var(), expected)
+        # ≥ 3× the constant-σ reading of the text (5/255 or 3/255): fluorescence 0.16–0.32, EM 0.04–0.1 here
+        assert core.std() > 3 * CrappifierConfig(modality=modality, noise="constant").sigma
+    # Frames are independent: the same noise model on each, different draws.
+    assert not np.array_equal(lr[0], lr[1])
+
+
+def test_crappifier_salt_and_pepper_fraction():
+    # On a mid-grey image with no Gaussian noise, salt (1) and pepper (0) are the only values that change.
+    cfg = CrappifierConfig(scale=1, local_variance_gain=0.0, quantize_8bit=False)
+    assert cfg.sp_fraction == 0.005
+    img = np.full((4, 250, 201), 0.5, np.float32)
+    img[..., -1] = 1.0  # each frame's maximum is 1, so the authors' rescaling to the old maximum changes nothing
+    out = crappify(img, cfg, np.random.default_rng(0), normalized=True)[..., :-1]
+    img = img[..., :-1]
+    n = img.size
+    salt, pepper = (out == 1.0).sum() / n, (out == 0.0).sum() / n
+    # salt on 0.5 %, then pepper on 0.5 % (which may land on a salt): 0.4975 % and 0.5 %; SE ≈ 0.022 %
+    assert salt == pytest.approx(0.005 * 0.995, abs=0.0008)
+    assert pepper == pytest.approx(0.005, abs=0.0008)
+    assert np.all((out == 0.5) | (out == 0.0) | (out == 1.0))
+    np.testing.assert_array_equal(salt_and_pepper(img, 0.005, np.random.default_rng(3)), salt_and_pepper(img, 0.005, np.random.default_rng(3)))
+    assert CrappifierConfig(modality="em").sp_fraction == 0.0
+
+
+def test_crappify_shape_range_and_constant_noise_option():
+    cfg = CrappifierConfig(noise="constant", salt_pepper_fraction=0.0, quantize_8bit=False)
     hr = np.full((2, 512, 256), 0.5, np.float32)
     lr = crappify(hr, cfg, np.random.default_rng(1), normalized=True)
     assert lr.shape == (2, 128, 64)
     # order-1 spline at 1/4 scale samples between pixels 4i+1 and 4i+2: each LR pixel is the mean of 2×2
-    # independent HR noise samples, so σ_LR = σ/2 (σ = 5/255 for fluorescence)
+    # independent HR noise samples, so σ_LR = σ/2 (σ = 5/255 for the constant reading of the paper's text)
     assert abs(lr.std() / (5 / 255 / 2) - 1) < 0.03
     assert abs(lr.mean() - 0.5) < 1e-3
     default = crappify(np.random.default_rng(2).random((64, 64)) * 1000, CrappifierConfig(), np.random.default_rng(3))
     assert default.shape == (16, 16) and default.min() >= 0 and default.max() <= 1
     np.testing.assert_allclose(default * 255, np.round(default * 255), atol=1e-4)  # 8-bit steps
-    assert CrappifierConfig(modality="em").sigma == pytest.approx(3 / 255)
+    assert CrappifierConfig(modality="em", noise="constant").sigma == pytest.approx(3 / 255)
     with pytest.raises(CristaeZooError, match="divisible by 4"):
         crappify(np.zeros((30, 32)), cfg, np.random.default_rng(0))
 
