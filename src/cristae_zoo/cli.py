@@ -16,7 +16,7 @@ import typer  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from cristae_zoo.config import DegradationConfig, PatchConfig, SimulationConfig, TrainConfig  # noqa: E402
-from cristae_zoo.cli_common import console, fail, new_progress, override, progress_bar  # noqa: E402
+from cristae_zoo.cli_common import console, fail, new_progress, override, progress_bar, user_errors  # noqa: E402
 from cristae_zoo.errors import CristaeZooError  # noqa: E402
 
 app = typer.Typer(
@@ -39,24 +39,29 @@ def main() -> None:
 
 
 @app.command()
+@user_errors
 def simulate(
     output: Annotated[Path, typer.Argument(help="folder to write hr/, mito_mask/, cristae_mask/ and montage.png into")],
     config: Annotated[Optional[Path], typer.Option(help="SimulationConfig YAML; flags below override it")] = None,
     n_images: Annotated[Optional[int], typer.Option(help="number of images (paper: 33)")] = None,
     size: Annotated[Optional[int], typer.Option(help="image height and width in px")] = None,
     seed: Annotated[Optional[int], typer.Option(help="random seed")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing folder written by simulate (as a whole)")] = False,
 ) -> None:
     """Simulate HR 2D STED images of live mitochondria (25 nm/px) with their exact mitochondria and cristae masks."""
-    from cristae_zoo.data.simulate import simulate_dataset
+    from cristae_zoo.data.simulate import SIMULATION_MARKER, simulate_dataset
+    from cristae_zoo.io import check_target, cleanup_on_signals
 
     cfg = SimulationConfig.from_yaml(config) if config else SimulationConfig()
     cfg = _override(cfg, n_images=n_images, seed=seed, height=size, width=size)
-    with progress_bar("simulating", cfg.n_images) as advance:
-        paths = simulate_dataset(cfg, output, progress=advance)
+    check_target(output, overwrite=overwrite, marker=SIMULATION_MARKER, folder=True, inputs=[config] if config else [])
+    with cleanup_on_signals(), progress_bar("simulating", cfg.n_images) as advance:
+        paths = simulate_dataset(cfg, output, progress=advance, overwrite=overwrite)
     console.print(f"wrote {len(paths)} HR images to {output / 'hr'} and a montage to {output / 'montage.png'}")
 
 
 @app.command()
+@user_errors
 def prepare(
     hr_dir: Annotated[Path, typer.Argument(help="folder of HR 2D TIFF images (e.g. simulate's hr/)")],
     output: Annotated[Path, typer.Option("--output", "-o", help="data folder to write")] = Path("runs/data"),
@@ -64,26 +69,31 @@ def prepare(
     rl_iterations: Annotated[Optional[int], typer.Option(help="RL iterations for the ground truth")] = None,
     n_test: Annotated[Optional[int], typer.Option(help="images held out for testing (paper: 9 of 33)")] = None,
     seed: Annotated[Optional[int], typer.Option(help="seed of the split and the noise")] = None,
+    overwrite: Annotated[bool, typer.Option(help="rebuild an existing data folder written by prepare from scratch")] = False,
 ) -> None:
     """Build D_synt: RL-deconvolved ground truths, blurred + Poisson–Gaussian-noised inputs, train/test split."""
     from cristae_zoo.data.prepare import _mask_folders, prepare_dataset, rl_iteration_sweep
-    from cristae_zoo.io import list_images, read_image_2d
+    from cristae_zoo.io import cleanup_on_signals, list_images, read_image_2d
     from cristae_zoo.plots import plot_rl_sweep
 
     cfg = DegradationConfig.from_yaml(config) if config else DegradationConfig()
     cfg = _override(cfg, rl_iterations=rl_iterations, n_test=n_test, seed=seed)
     n = len(list_images(hr_dir))
-    with progress_bar("preparing D_synt", n) as advance:
-        splits = prepare_dataset(hr_dir, output, cfg, progress=advance)
     masks = _mask_folders(Path(hr_dir))
-    if "mito_mask" in masks:
+
+    def rl_figure(folder: Path) -> None:  # written into the staged folder, so it is part of the atomic move
+        if "mito_mask" not in masks:
+            return
         import tifffile
 
         first = list_images(hr_dir)[0]
         mito = tifffile.imread(masks["mito_mask"] / first.name) > 0
         cristae = tifffile.imread(masks["cristae_mask"] / first.name) > 0 if "cristae_mask" in masks else None
         crops, scores = rl_iteration_sweep(read_image_2d(first), mito, cristae, cfg.rl_psf_sigma_px)
-        plot_rl_sweep(crops, scores, cfg.rl_iterations, output / "rl_iterations.png")
+        plot_rl_sweep(crops, scores, cfg.rl_iterations, folder / "rl_iterations.png")
+
+    with cleanup_on_signals(), progress_bar("preparing D_synt", n) as advance:
+        splits = prepare_dataset(hr_dir, output, cfg, progress=advance, overwrite=overwrite, finish=rl_figure)
     console.print(f"{len(splits['train'])} training and {len(splits['test'])} test images in {output}")
 
 
@@ -216,8 +226,8 @@ def demo(
 
     if (output / "model" / "config.yaml").is_file():  # the demo's own model from an earlier run
         shutil.rmtree(output / "model")
-    simulate(output / "sim", n_images=n_images, size=size, seed=0)
-    prepare(output / "sim" / "hr", output=output / "data", n_test=2, seed=0)
+    simulate(output / "sim", n_images=n_images, size=size, seed=0, overwrite=True)  # the demo's own folders
+    prepare(output / "sim" / "hr", output=output / "data", n_test=2, seed=0, overwrite=True)
     train(data=output / "data", output=output / "model", epochs=epochs, filters=16, depth=3)
     evaluate([output / "model"], data=output / "data", output=output / "model" / "evaluation")
 

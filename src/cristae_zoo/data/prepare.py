@@ -23,9 +23,11 @@ from cristae_zoo.config import DegradationConfig, PatchConfig
 from cristae_zoo.data.degrade import degrade, percentile_normalize, richardson_lucy
 from cristae_zoo.data.mask import mitochondria_mask
 from cristae_zoo.errors import CristaeZooError
-from cristae_zoo.io import list_images, read_image_2d, refuse_overwriting_inputs, write_tiff
+from cristae_zoo.io import check_target, list_images, read_image_2d, refuse_overwriting_inputs, staged_dir, write_tiff
 
 MASK_KINDS = ("mito_mask", "cristae_mask")
+#: The file every data folder written by `prepare` holds: `--overwrite` replaces only folders that have it.
+DATA_MARKER = "degradation.yaml"
 
 
 def _mask_folders(hr_dir: Path) -> dict[str, Path]:
@@ -39,12 +41,22 @@ def prepare_dataset(
     config: DegradationConfig,
     min_size: int = 128,
     progress: Callable[[int], None] | None = None,
+    *,
+    overwrite: bool = False,
+    finish: Callable[[Path], None] | None = None,
 ) -> dict[str, list[str]]:
-    """Write the D_synt layout above; returns the names in each split."""
+    """Write the D_synt layout above; returns the names in each split.
+
+    The folder is built beside `out_dir` and moved into place when complete (`io.staged_dir`): an existing data
+    folder is refused unless `overwrite`, and then replaced as a whole, so no image of an earlier split can leak
+    between train/ and test/. `finish(folder)` may add files (the RL figure) before the move. A folder without
+    degradation.yaml (not written by prepare) is never replaced."""
     hr_dir, out_dir = Path(hr_dir), Path(out_dir)
     files = list_images(hr_dir)
     if out_dir.resolve() == hr_dir.resolve() or hr_dir.resolve() in out_dir.resolve().parents:
         raise CristaeZooError(f"{out_dir}: the output folder must not be inside the input folder {hr_dir}")
+    inputs = [hr_dir, *_mask_folders(hr_dir).values()]
+    check_target(out_dir, overwrite=overwrite, marker=DATA_MARKER, folder=True, inputs=inputs)  # before the slow part
     if len(files) <= config.n_test:
         raise CristaeZooError(f"{hr_dir}: {len(files)} images, need more than n_test={config.n_test} to train")
     images = {f.stem: read_image_2d(f, min_size=min_size) for f in files}  # validate everything before writing
@@ -60,19 +72,22 @@ def prepare_dataset(
     outputs = [out_dir / s / "input" / f"{n}.tif" for s, ns in splits.items() for n in ns]
     refuse_overwriting_inputs(outputs, files)
 
-    for split, split_names in splits.items():
-        for name in split_names:
-            hr = images[name]
-            # Seed per image so that one image's input doesn't depend on which others are in the folder.
-            image_rng = np.random.default_rng([config.seed, names.index(name)])
-            write_tiff(out_dir / split / "input" / f"{name}.tif", degrade(hr, config.sigma_blur, config.sigma_noise, image_rng, config.hr_offset))
-            write_tiff(out_dir / split / "gt" / f"{name}.tif", richardson_lucy(hr, config.rl_psf_sigma_px, config.rl_iterations))
-            for kind, folder in masks.items():
-                mask = np.squeeze(tifffile.imread(folder / f"{name}.tif")).astype(np.uint8)
-                write_tiff(out_dir / split / kind / f"{name}.tif", mask)
-            if progress:
-                progress(1)
-    config.to_yaml(out_dir / "degradation.yaml")
+    with staged_dir(out_dir, overwrite=overwrite, marker=DATA_MARKER, inputs=inputs) as staging:
+        for split, split_names in splits.items():
+            for name in split_names:
+                hr = images[name]
+                # Seed per image so that one image's input doesn't depend on which others are in the folder.
+                image_rng = np.random.default_rng([config.seed, names.index(name)])
+                write_tiff(staging / split / "input" / f"{name}.tif", degrade(hr, config.sigma_blur, config.sigma_noise, image_rng, config.hr_offset))
+                write_tiff(staging / split / "gt" / f"{name}.tif", richardson_lucy(hr, config.rl_psf_sigma_px, config.rl_iterations))
+                for kind, folder in masks.items():
+                    mask = np.squeeze(tifffile.imread(folder / f"{name}.tif")).astype(np.uint8)
+                    write_tiff(staging / split / kind / f"{name}.tif", mask)
+                if progress:
+                    progress(1)
+        config.to_yaml(staging / DATA_MARKER)
+        if finish is not None:
+            finish(staging)
     return splits
 
 

@@ -27,7 +27,7 @@ from scipy import ndimage as ndi
 from scipy.signal import lfilter
 
 from cristae_zoo.config import SimulationConfig
-from cristae_zoo.io import atomic_path, write_tiff
+from cristae_zoo.io import atomic_path, staged_dir, write_tiff
 
 _STEP = 0.5  # centre-line sampling (px): fine enough that the nearest sample is within ~0.7 px of the true foot
 _RIM_DEPTH = 0.8  # the inner boundary membrane lies ~20 nm inside the outline (outer membrane + intermembrane space)
@@ -350,31 +350,39 @@ def _tiff_kwargs(pixel_size_nm: float) -> dict:
     return {"imagej": True, "resolution": (1 / px_um, 1 / px_um), "metadata": {"unit": "um"}}
 
 
+#: The file every folder written by `simulate` holds: `--overwrite` replaces only folders that have it.
+SIMULATION_MARKER = "simulation.yaml"
+
+
 def simulate_dataset(
-    config: SimulationConfig, out_dir: Path, progress: Callable[[int], None] | None = None
+    config: SimulationConfig, out_dir: Path, progress: Callable[[int], None] | None = None, *, overwrite: bool = False
 ) -> list[Path]:
     """Write out_dir/{hr,mito_mask,cristae_mask}/sim_NNN.tif, simulation.yaml and montage.png.
 
-    HR images are uint16 photon counts + offset; masks are uint8 0/1. Returns the HR paths.
+    HR images are uint16 photon counts + offset; masks are uint8 0/1. Returns the HR paths. The folder is built
+    beside `out_dir` and moved into place when complete (`io.staged_dir`): an existing non-empty `out_dir` is
+    refused unless `overwrite`, and even then only a folder written by `simulate` (with simulation.yaml) is
+    replaced, as a whole (no image of an earlier, larger run is left behind).
     """
     out_dir = Path(out_dir)
     kwargs = _tiff_kwargs(config.pixel_size_nm)
     digits = max(3, len(str(config.n_images - 1)))
     paths: list[Path] = []
     shown: list[SimulatedImage] = []
-    for i in range(config.n_images):
-        image = simulate_image(config, i)
-        name = f"sim_{i:0{digits}d}.tif"
-        write_tiff(out_dir / "hr" / name, image.hr.astype(np.uint16), **kwargs)
-        write_tiff(out_dir / "mito_mask" / name, image.mito_mask.astype(np.uint8), **kwargs)
-        write_tiff(out_dir / "cristae_mask" / name, image.cristae_mask.astype(np.uint8), **kwargs)
-        paths.append(out_dir / "hr" / name)
-        if len(shown) < _MONTAGE_IMAGES:
-            shown.append(image)
-        if progress is not None:
-            progress(1)
-    config.to_yaml(out_dir / "simulation.yaml")
-    save_montage(shown, out_dir / "montage.png", config.pixel_size_nm)
+    with staged_dir(out_dir, overwrite=overwrite, marker=SIMULATION_MARKER) as staging:
+        for i in range(config.n_images):
+            image = simulate_image(config, i)
+            name = f"sim_{i:0{digits}d}.tif"
+            write_tiff(staging / "hr" / name, image.hr.astype(np.uint16), **kwargs)
+            write_tiff(staging / "mito_mask" / name, image.mito_mask.astype(np.uint8), **kwargs)
+            write_tiff(staging / "cristae_mask" / name, image.cristae_mask.astype(np.uint8), **kwargs)
+            paths.append(out_dir / "hr" / name)
+            if len(shown) < _MONTAGE_IMAGES:
+                shown.append(image)
+            if progress is not None:
+                progress(1)
+        config.to_yaml(staging / SIMULATION_MARKER)
+        save_montage(shown, staging / "montage.png", config.pixel_size_nm)
     return paths
 
 
