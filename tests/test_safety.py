@@ -254,6 +254,31 @@ def test_truncated_tiff_refused_at_open(tmp_path):
         open_acquisition(cut)
 
 
+def test_ome_declared_planes_missing_refused_not_zero_filled(tmp_path):
+    xml = (f'<?xml version="1.0" encoding="UTF-8"?><OME xmlns="{OME_NS}"><Image ID="Image:0"><Pixels ID="Pixels:0"'
+           ' DimensionOrder="XYZCT" Type="uint16" SizeX="32" SizeY="32" SizeZ="5" SizeC="1" SizeT="1"'
+           ' PhysicalSizeX="0.05" PhysicalSizeY="0.05"><Channel ID="Channel:0:0" SamplesPerPixel="1"/>'
+           '<TiffData IFD="0" PlaneCount="5"/></Pixels></Image></OME>')
+    path = tmp_path / "cut.ome.tif"
+    with tifffile.TiffWriter(path) as tw:  # 3 of the 5 declared planes: tifffile would add 2 planes of zeros
+        for i in range(3):
+            tw.write(np.full((32, 32), i + 1, np.uint16), description=xml if i == 0 else None, metadata=None,
+                     contiguous=False)  # fmt: skip
+    with pytest.raises(CristaeZooError, match="declares 5 planes but the file holds only 3"):
+        open_acquisition(path)
+
+
+def test_ome_declared_size_differs_from_data(tmp_path):
+    path = tmp_path / "other.ome.tif"
+    xml = (f'<?xml version="1.0" encoding="UTF-8"?><OME xmlns="{OME_NS}"><Image ID="Image:0"><Pixels ID="Pixels:0"'
+           ' DimensionOrder="XYZCT" Type="uint16" SizeX="64" SizeY="32" SizeZ="1" SizeC="1" SizeT="1"'
+           ' PhysicalSizeX="0.05" PhysicalSizeY="0.05"><Channel ID="Channel:0:0" SamplesPerPixel="1"/>'
+           '<TiffData IFD="0" PlaneCount="1"/></Pixels></Image></OME>')
+    tifffile.imwrite(path, _stack((32, 32)), description=xml, metadata=None)
+    with pytest.raises(CristaeZooError, match="declares SizeX=64 but the image data has 32"):
+        open_acquisition(path)
+
+
 def test_huge_declared_size_refused(tmp_path):
     path = tmp_path / "huge.tif"
     tifffile.imwrite(path, _stack((16, 16)).astype(np.uint8))

@@ -437,6 +437,15 @@ def _check_tiff_extent(path: Path, file_size: int, series: Any, first_page: Any,
             f"{path}: truncated: the header declares pixel data up to byte {end:,} ({'×'.join(map(str, series.shape))}"
             f" {dtype}) but the file has {file_size:,} bytes; copy or export the file again"
         )
+    # tifffile fills the planes an OME-XML declares but the file lacks with zeros (pages None): silently wrong.
+    if offset is None:
+        pages = list(getattr(series, "pages", None) or [])
+        missing = sum(page is None for page in pages)
+        if missing:
+            raise CristaeZooError(
+                f"{path}: the metadata declares {len(pages)} planes but the file holds only {len(pages) - missing}"
+                " (truncated, or the OME-XML belongs to another file); copy or export the file again"
+            )
 
 
 def _tiff_physical(acq: Acquisition, tags: dict[str, Any]) -> Acquisition:
