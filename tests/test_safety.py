@@ -658,6 +658,9 @@ def test_simulate_unwritable_output_is_one_line(tmp_path, capsys, monkeypatch):
     ("- 1\n- 2\n", "expected a mapping"),
     ("n_images: -3\n", "option n_images"),
     ("n_imagez: 3\n", "option n_imagez"),
+    ("pixel_size_nm: .nan\n", "finite number"),
+    ("height: 200000\n", "option height"),  # a 149 GiB allocation otherwise
+    ("peak_photons: [100000, 200000]\n", "saturate the 16-bit"),  # silently clipped otherwise
 ])  # fmt: skip
 def test_invalid_yaml_is_one_line(tmp_path, capsys, monkeypatch, text, needle):
     config = tmp_path / "sim.yaml"
@@ -665,6 +668,27 @@ def test_invalid_yaml_is_one_line(tmp_path, capsys, monkeypatch, text, needle):
     code, err = run_cli(["simulate", tmp_path / "out", "--config", config], capsys, monkeypatch)
     assert_one_line_error(code, err, str(config), needle)
     assert sorted(os.listdir(tmp_path)) == ["sim.yaml"]
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("sigma_noise: -3\n", "option sigma_noise"),  # a numpy traceback otherwise
+    ("sigma_blur: -3\n", "option sigma_blur"),  # silently no blur otherwise
+    ("p_low: 99\np_high: 2\n", "p_low 99 must be below p_high 2"),  # silently inverted normalisation otherwise
+])  # fmt: skip
+def test_invalid_degradation_config_is_one_line(hr_dir, tmp_path, capsys, monkeypatch, text, needle):
+    config = tmp_path / "deg.yaml"
+    config.write_text(text)
+    code, err = run_cli(["prepare", hr_dir, "-o", tmp_path / "data", "--config", config, "--n-test", "1"], capsys,
+                        monkeypatch)  # fmt: skip
+    assert_one_line_error(code, err, needle)
+    assert sorted(os.listdir(tmp_path)) == ["deg.yaml"]
+
+
+def test_output_under_a_file_is_one_line(tmp_path, capsys, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    code, err = run_cli(["simulate", tmp_path / "afile" / "sim", "--n-images", "1", "--size", "64"], capsys,
+                        monkeypatch)  # fmt: skip
+    assert_one_line_error(code, err, "is a file, not a folder")
 
 
 def test_binary_config_is_one_line(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from cristae_zoo.errors import CristaeZooError
 
@@ -17,7 +17,8 @@ T = TypeVar("T", bound="YamlModel")
 
 
 class YamlModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No option of any step is meaningful as NaN or ±inf (YAML's .nan/.inf): refuse them at load time.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     def to_yaml(self, path: Path) -> None:
         from cristae_zoo.io import atomic_write_text
@@ -55,12 +56,15 @@ class YamlModel(BaseModel):
             return cls.model_validate(data)
         except ValidationError as err:
             first = err.errors()[0]
-            loc = ".".join(map(str, first["loc"])) or "(top level)"
+            loc = ".".join(map(str, first["loc"]))
             more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+            msg = str(first["msg"]).removeprefix("Value error, ")
+            if not loc:  # a check across options: its message names them
+                raise CristaeZooError(f"{path}: invalid {cls.__name__}: {msg}{more}") from None
             shown = repr(first.get("input"))
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
             value = f", got {shown}" if first.get("type") != "missing" and "input" in first else ""
-            raise CristaeZooError(f"{path}: invalid {cls.__name__} option {loc}: {first['msg']}{value}{more}") from None
+            raise CristaeZooError(f"{path}: invalid {cls.__name__} option {loc}: {msg}{value}{more}") from None
         except ValueError as err:
             raise CristaeZooError(f"{path}: invalid {cls.__name__}: {' '.join(str(err).split())}") from None
 
@@ -72,8 +76,8 @@ class SimulationConfig(YamlModel):
     """
 
     n_images: int = Field(33, ge=1, description="33 HR images in the paper's D_synt")
-    height: int = Field(512, ge=64)
-    width: int = Field(512, ge=64)
+    height: int = Field(512, ge=64, le=8192, description="px; larger images do not fit in memory while simulated")
+    width: int = Field(512, ge=64, le=8192)
     pixel_size_nm: float = Field(25.0, gt=0)
     # Geometry of the mitochondrial network.
     coverage: tuple[float, float] = Field(
@@ -152,24 +156,42 @@ class SimulationConfig(YamlModel):
             raise ValueError(f"{info.field_name}: expected 0 < low <= high, got {list(value)}")
         return value
 
+    @model_validator(mode="after")
+    def _fits_16_bits(self) -> SimulationConfig:
+        # HR images are written as uint16 counts: the brightest pixels (a few times the 99.9th-percentile peak)
+        # plus offset and background must stay below 65535, or they would be clipped silently.
+        brightest = 3 * self.peak_photons[1] + self.offset + 10 * self.background_photons
+        if brightest > 65535:
+            raise ValueError(
+                f"peak_photons up to {self.peak_photons[1]:g} with offset {self.offset:g} would saturate the 16-bit HR"
+                f" images (up to ~{brightest:.0f} counts > 65535); keep 3 × peak + offset below 65535"
+            )
+        return self
+
 
 class DegradationConfig(YamlModel):
     """How D_synt is built from HR images: RL ground truth, blurred + noisy input."""
 
     rl_iterations: int = Field(10, ge=1, description="RL iterations for the ground truth; see docs/rl_iterations.png")
     rl_psf_sigma_px: float = Field(0.9, gt=0, description="Gaussian PSF of the HR STED image (≈50 nm FWHM at 25 nm/px)")
-    sigma_blur: float = 3.25
-    sigma_noise: float = 4.0
+    sigma_blur: float = Field(3.25, ge=0, description="σ of the Gaussian blur of the input (px)")
+    sigma_noise: float = Field(4.0, ge=0, description="σ of the Gaussian read noise of the input (counts)")
     hr_offset: float = Field(
         100.0, ge=0, description="detector offset of the HR images (the simulator's `offset`; 0 for photon counting): "
         "removed before the Poisson shot noise, added back with the read noise"
     )
     n_test: int = Field(9, ge=0)
-    shrink_fraction: float = 0.25
+    shrink_fraction: float = Field(0.25, ge=0, le=1)
     shrink_factor: float = Field(0.8, gt=0, lt=1, description="scale of the shrink transform")
-    p_low: float = 2.0
-    p_high: float = 99.8
+    p_low: float = Field(2.0, ge=0, lt=100)
+    p_high: float = Field(99.8, gt=0, le=100)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _percentiles_ordered(self) -> DegradationConfig:
+        if self.p_low >= self.p_high:  # the normalisation would divide by zero or flip the image
+            raise ValueError(f"p_low {self.p_low:g} must be below p_high {self.p_high:g}")
+        return self
 
 
 class PatchConfig(YamlModel):

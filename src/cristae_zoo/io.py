@@ -284,6 +284,9 @@ def _staged(target: Path, *, overwrite: bool, marker: str | None, folder: bool,
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
+        blocking = next((p for p in [target.parent, *target.parent.parents] if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise CristaeZooError(f"{target}: cannot create its folder: {blocking} is a file, not a folder") from None
         raise write_error(target, err) from None
     committed = False
     try:
