@@ -730,3 +730,29 @@ def test_changed_weights_file_hash_is_named(package_copy):
         f.write(b"\0")
     with pytest.raises(CristaeZooError, match="weights.onnx has changed since packaging: its sha256 differs"):
         check_package_files(package_copy / "rdf.yaml")
+
+
+def test_missing_file_in_zip_package_is_named(tmp_path):
+    import zipfile
+
+    from cristae_zoo.predict import check_package_files
+
+    source = REPO / "model_zoo" / "deepcristae"
+    path = tmp_path / "pkg.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for f in source.iterdir():
+            if f.name not in ("weights.onnx", "tf_saved_model.zip"):
+                zf.write(f, f.name)
+    with pytest.raises(CristaeZooError, match="weights.onnx is missing from the package"):
+        check_package_files(path, hashes=False)
+
+
+def test_bioimageio_missing_file_message_is_translated():
+    from types import SimpleNamespace
+
+    from cristae_zoo.predict import first_error
+
+    error = SimpleNamespace(loc=("weights", "onnx", "source", "function-after[HttpUrl(), str]"),
+                            msg="Input should be a valid URL, relative URL without a base")  # fmt: skip
+    text = first_error(SimpleNamespace(errors=[error]))
+    assert text.startswith("weights.onnx.source: the file it names is missing") and "HttpUrl" not in text

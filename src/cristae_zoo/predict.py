@@ -105,7 +105,9 @@ def first_error(summary: Any) -> str:
     e = errors[0]
     loc = ".".join(str(p) for p in e.loc)
     msg = " ".join(str(e.msg).split())
-    if "valid URL" in msg and ".source" in f".{loc}":  # bioimageio.spec's words for "this local file is missing"
+    parts = [str(p) for p in e.loc]
+    if "valid URL" in msg and "source" in parts:  # bioimageio.spec's words for "this local file is missing"
+        loc = ".".join(parts[: parts.index("source") + 1])  # not the validator's internals after it
         msg = "the file it names is missing from the package (or is not a valid URL)"
     return f"{loc}: {msg}" if loc else msg
 
