@@ -182,6 +182,13 @@ def test_zarr_invalid_scale_refused(tmp_path, bad):
         open_acquisition(t)
 
 
+def test_zarr_axis_named_twice_refused(tmp_path):
+    path = _ngff(tmp_path / "dup.zarr", [1.0, 1.0, 65.0, 65.0], axes="tyyx")
+    with pytest.raises(CristaeZooError, match="names axis Y more than once"):
+        open_acquisition(path)
+    assert open_acquisition(path, axes="TZYX").axes == "TZYX"
+
+
 def test_zarr_metadata_shape_and_units_checked(tmp_path):
     axes = _ngff(tmp_path / "axes.zarr", [1.0, 65.0, 65.0], units=("second", "nanometer", "nanometer"), axes="tyx")
     with pytest.raises(CristaeZooError, match="names 3 axes but the array"):

@@ -330,6 +330,13 @@ def _apply_axes(acq: Acquisition, axes: str | None) -> Acquisition:
             )
         _check_samples_axis(acq, axes)
         return replace(acq, axes=axes)
+    twice = sorted({a for a in acq.axes if a in KNOWN_AXES and acq.axes.count(a) > 1})
+    if twice:
+        raise CristaeZooError(
+            f"{acq.path}: the metadata names axis {', '.join(twice)} more than once (axes"
+            f" {acq.metadata.get('file_axes', acq.axes)!r}, shape {acq.shape}); give the axes with --axes, e.g."
+            f" --axes {_guess_axes('', len(acq.shape)).split(' or ')[0]}"
+        )
     unknown = "".join(a for a in acq.axes if a not in KNOWN_AXES)
     if unknown or not {"Y", "X"} <= set(acq.axes):
         guess = _guess_axes(str(acq.metadata.get("file_axes", acq.axes)), len(acq.shape))
