@@ -200,6 +200,10 @@ def restore_one(
     unit_plan = plan_units(acq, tensors, str(input))
     if Path(output).exists() and not options.overwrite:  # before the slow parts
         raise CristaeZooError(f"{output}: already exists; use --overwrite to replace it")
+    if options.preview and not options.overwrite:
+        for png in preview_paths(Path(output), tensors.output_channels):
+            if png.exists():
+                raise CristaeZooError(f"{png}: the preview already exists; use --overwrite to replace it")
     if tensors.rescale is None:
         if options.rescale is not None or options.resample_back:
             flag = "--rescale" if options.rescale is not None else "--resample-back"
@@ -336,20 +340,32 @@ def _std_spec(spec: OutputSpec, path: Path, options: RestoreOptions) -> OutputSp
     return replace(spec, path=path, provenance=spec.provenance | what)
 
 
-def preview_path(output: Path) -> Path:
+def preview_paths(output: Path, channels: list[str] | None = None) -> list[Path]:
+    """`OUT.preview.png`, or one `OUT.<channel>.preview.png` per output channel of a multi-channel package."""
     name = Path(output).name
     for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome.zarr", ".zarr"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
-    return Path(output).parent / f"{name}.preview.png"
+    if channels and len(channels) > 1:
+        return [Path(output).parent / f"{name}.{c}.preview.png" for c in channels]
+    return [Path(output).parent / f"{name}.preview.png"]
 
 
 def write_preview(result: RestoreResult) -> Path:
+    """The before/after PNG(s) of a restoration; returns the first (one per output channel)."""
     from cristae_zoo.preview import projection, save_preview
 
-    restored_acq = open_acquisition(result.output)
-    restored = projection(restored_acq)
-    raw = projection(result.source, shape=restored.shape)
-    title = f"{result.input.name}: raw (bottom left) / restored (top right), {result.choice.describe()}"
-    return save_preview(raw, restored, preview_path(result.output), title)
+    channels = list(result.spec.channel_names)
+    paths = preview_paths(result.output, channels)
+    raw = None
+    for i, path in enumerate(paths):
+        restored_acq = open_acquisition(result.output, channel=i if channels else None)
+        restored = projection(restored_acq)
+        if raw is None:
+            raw = projection(result.source, shape=restored.shape)
+        what = f" {channels[i]}" if channels else ""
+        scale = f", {result.choice.describe()}" if result.choice.factor != 1 or "none" not in result.choice.source else ""
+        title = f"{result.input.name}: raw (bottom left) / restored{what} (top right){scale}"
+        save_preview(raw, restored, path, title)
+    return paths[0]
