@@ -277,7 +277,8 @@ def rename_noreplace(src: Path, dst: Path) -> None:
 @contextmanager
 def _staged(target: Path, *, overwrite: bool, marker: str | None, folder: bool,
             inputs: Iterable[Path]) -> Iterator[Path]:  # fmt: skip
-    target = Path(target)
+    # Absolute and normalised: "." or "runs/.." have no name to stage beside (the staging path would land inside).
+    target = Path(os.path.abspath(target))
     inputs = list(inputs)
     check_target(target, overwrite=overwrite, marker=marker, folder=folder, inputs=inputs)
     created = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
