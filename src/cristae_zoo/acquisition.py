@@ -223,7 +223,11 @@ class Acquisition:
             yield self.metadata["array"]
             return
         if self.kind == "ome-zarr":
-            yield zarr.open_array(self.path / self.metadata["dataset_path"], mode="r")
+            try:
+                array = zarr.open_array(self.path / self.metadata["dataset_path"], mode="r")
+            except Exception as err:  # removed or rewritten since it was described
+                raise CristaeZooError(f"{self.path}: cannot read ({type(err).__name__}: {err})") from None
+            yield array
             return
         import tifffile
 
