@@ -242,6 +242,9 @@ cli_pssr.register(app)
 from cristae_zoo import cli_luminescence  # noqa: E402  (luminescence CARE, Boothe et al.)
 
 cli_luminescence.register(app)
+from cristae_zoo import cli_clients  # noqa: E402  (check-clients: which bioimage.io clients load a package)
+
+cli_clients.register(app)
 try:  # studies of trust (stability, limits, ablation), kept in their own module
     from cristae_zoo import cli_studies  # noqa: E402
 
