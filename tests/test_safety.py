@@ -763,3 +763,23 @@ def test_bioimageio_missing_file_message_is_translated():
                             msg="Input should be a valid URL, relative URL without a base")  # fmt: skip
     text = first_error(SimpleNamespace(errors=[error]))
     assert text.startswith("weights.onnx.source: the file it names is missing") and "HttpUrl" not in text
+
+
+@pytest.mark.parametrize("fs", ["no_renameat2", "no_renameat2_no_hardlinks"])
+def test_no_replace_move_without_renameat2_or_hard_links(tmp_path, monkeypatch, fs):
+    import cristae_zoo.io as io_module
+
+    monkeypatch.setattr(io_module, "_RENAMEAT2", None)
+    if fs == "no_renameat2_no_hardlinks":
+        def no_link(*args, **kwargs):
+            raise OSError(errno.EPERM, "Operation not permitted")
+
+        monkeypatch.setattr(os, "link", no_link)
+    with staged_file(tmp_path / "a.txt") as tmp:
+        tmp.write_text("1")
+    assert (tmp_path / "a.txt").read_text() == "1"
+    with pytest.raises(CristaeZooError, match="appeared while"):
+        with staged_file(tmp_path / "b.txt") as tmp:
+            tmp.write_text("mine")
+            (tmp_path / "b.txt").write_text("theirs")
+    assert (tmp_path / "b.txt").read_text() == "theirs" and leftovers(tmp_path) == []

@@ -263,13 +263,20 @@ def rename_noreplace(src: Path, dst: Path) -> None:
             raise FileExistsError(errno.EEXIST, os.strerror(err), str(dst))
         if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):  # EINVAL: file system without NOREPLACE
             raise OSError(err, os.strerror(err), str(dst))
-    if src.is_dir():
-        if dst.exists() or dst.is_symlink():
-            raise FileExistsError(errno.EEXIST, "File exists", str(dst))
-        os.rename(src, dst)  # fails on a non-empty folder that appeared meanwhile
-    else:
-        os.link(src, dst)  # EEXIST if dst exists
-        os.unlink(src)
+    if not src.is_dir():
+        try:
+            os.link(src, dst)  # EEXIST if dst exists
+            os.unlink(src)
+            return
+        except FileExistsError:
+            raise
+        except OSError as err:  # file systems without hard links (FAT, some FUSE and network mounts)
+            if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+    # Check, then rename: a tiny window, but the run's lock file already keeps other cristae-zoo runs out.
+    if dst.exists() or dst.is_symlink():
+        raise FileExistsError(errno.EEXIST, "File exists", str(dst))
+    os.rename(src, dst)  # for a folder, fails on a non-empty folder that appeared meanwhile
 
 
 @contextmanager
