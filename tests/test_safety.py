@@ -783,3 +783,16 @@ def test_no_replace_move_without_renameat2_or_hard_links(tmp_path, monkeypatch, 
             tmp.write_text("mine")
             (tmp_path / "b.txt").write_text("theirs")
     assert (tmp_path / "b.txt").read_text() == "theirs" and leftovers(tmp_path) == []
+
+
+def test_training_images_checked_like_acquisitions(tmp_path):
+    from cristae_zoo.io import read_image_2d
+
+    tifffile.imwrite(tmp_path / "c.tif", _stack((32, 32)).astype(np.complex64) + 1j)
+    with pytest.raises(CristaeZooError, match="not a real intensity"):
+        read_image_2d(tmp_path / "c.tif")
+    tifffile.imwrite(tmp_path / "z.tif", _stack((128, 128)), compression="zlib")
+    data = (tmp_path / "z.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CristaeZooError, match="cannot read as TIFF"):
+        read_image_2d(tmp_path / "cut.tif")

@@ -88,6 +88,9 @@ def read_image_2d(path: Path, min_size: int = 1) -> np.ndarray:
     image = np.squeeze(image)
     if image.ndim != 2:
         raise CristaeZooError(f"{path}: expected a 2D image, got shape {image.shape}")
+    if image.dtype.kind not in "buif":  # complex: the imaginary part would be dropped silently
+        raise CristaeZooError(f"{path}: pixel type {image.dtype} is not a real intensity; save the image as integers or"
+                              " real floats")  # fmt: skip
     image = image.astype(np.float32)
     if not np.all(np.isfinite(image)):
         raise CristaeZooError(f"{path}: contains NaN or Inf values")
