@@ -796,3 +796,13 @@ def test_training_images_checked_like_acquisitions(tmp_path):
     (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
     with pytest.raises(CristaeZooError, match="cannot read as TIFF"):
         read_image_2d(tmp_path / "cut.tif")
+
+
+def test_prepare_refuses_a_mask_of_another_shape(hr_dir, tmp_path, capsys, monkeypatch):
+    sim = tmp_path / "sim"
+    shutil.copytree(hr_dir.parent, sim)
+    first = sorted((sim / "mito_mask").iterdir())[0]
+    tifffile.imwrite(first, np.zeros((64, 64), np.uint8))
+    code, err = run_cli(["prepare", sim / "hr", "-o", tmp_path / "data", "--n-test", "1"], capsys, monkeypatch)
+    assert_one_line_error(code, err, "does not match its HR image")
+    assert not (tmp_path / "data").exists()

@@ -61,10 +61,12 @@ def prepare_dataset(
         raise CristaeZooError(f"{hr_dir}: {len(files)} images, need more than n_test={config.n_test} to train")
     images = {f.stem: read_image_2d(f, min_size=min_size) for f in files}  # validate everything before writing
     masks = _mask_folders(hr_dir)
+    mask_images: dict[tuple[str, str], np.ndarray] = {}
     for kind, folder in masks.items():
         for f in files:
             if not (folder / f.name).is_file():
                 raise CristaeZooError(f"{folder / f.name}: missing {kind} for {f.name}")
+            mask_images[kind, f.stem] = _read_mask(folder / f.name, images[f.stem].shape)
     rng = np.random.default_rng(config.seed)
     names = sorted(images)
     order = [names[i] for i in rng.permutation(len(names))]
@@ -80,15 +82,26 @@ def prepare_dataset(
                 image_rng = np.random.default_rng([config.seed, names.index(name)])
                 write_tiff(staging / split / "input" / f"{name}.tif", degrade(hr, config.sigma_blur, config.sigma_noise, image_rng, config.hr_offset))
                 write_tiff(staging / split / "gt" / f"{name}.tif", richardson_lucy(hr, config.rl_psf_sigma_px, config.rl_iterations))
-                for kind, folder in masks.items():
-                    mask = np.squeeze(tifffile.imread(folder / f"{name}.tif")).astype(np.uint8)
-                    write_tiff(staging / split / kind / f"{name}.tif", mask)
+                for kind in masks:
+                    write_tiff(staging / split / kind / f"{name}.tif", mask_images[kind, name])
                 if progress:
                     progress(1)
         config.to_yaml(staging / DATA_MARKER)
         if finish is not None:
             finish(staging)
     return splits
+
+
+def _read_mask(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A 0/1 mask as uint8, checked against its HR image's shape: a mask of another image would silently mislead
+    the `_mito`/`_cristae` metrics."""
+    try:
+        mask = np.squeeze(tifffile.imread(path))
+    except Exception as err:  # tifffile raises many types for unreadable files
+        raise CristaeZooError(f"{path}: cannot read as TIFF ({type(err).__name__}: {err})") from None
+    if mask.shape != tuple(shape):
+        raise CristaeZooError(f"{path}: mask of shape {mask.shape} does not match its HR image {tuple(shape)}")
+    return (mask > 0).astype(np.uint8)
 
 
 @dataclass
