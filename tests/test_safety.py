@@ -806,3 +806,18 @@ def test_prepare_refuses_a_mask_of_another_shape(hr_dir, tmp_path, capsys, monke
     code, err = run_cli(["prepare", sim / "hr", "-o", tmp_path / "data", "--n-test", "1"], capsys, monkeypatch)
     assert_one_line_error(code, err, "does not match its HR image")
     assert not (tmp_path / "data").exists()
+
+
+def test_data_folder_with_a_wrong_mask_is_one_line_when_loaded(hr_dir, tmp_path):
+    from cristae_zoo.config import DegradationConfig
+    from cristae_zoo.data.prepare import load_split, prepare_dataset
+
+    data = tmp_path / "data"
+    prepare_dataset(hr_dir, data, DegradationConfig(n_test=1, rl_iterations=2))
+    mask = next((data / "test" / "mito_mask").iterdir())
+    mask.write_bytes(b"not a tiff")
+    with pytest.raises(CristaeZooError, match="mito_mask.*cannot read as TIFF"):
+        load_split(data, "test")
+    tifffile.imwrite(mask, np.zeros((8, 8), np.uint8))
+    with pytest.raises(CristaeZooError, match="does not match its HR image"):
+        load_split(data, "test")

@@ -130,7 +130,7 @@ def load_split(data_dir: Path, split: str, min_size: int = 1) -> list[Pair]:
         masks = {}
         for kind in MASK_KINDS:
             mf = data_dir / split / kind / f.name
-            masks[kind] = np.squeeze(tifffile.imread(mf)) > 0 if mf.is_file() else None
+            masks[kind] = _read_mask(mf, x.shape) > 0 if mf.is_file() else None
         pairs.append(Pair(f.stem, x, y, **masks))
     return pairs
 
