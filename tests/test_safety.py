@@ -821,3 +821,14 @@ def test_data_folder_with_a_wrong_mask_is_one_line_when_loaded(hr_dir, tmp_path)
     tifffile.imwrite(mask, np.zeros((8, 8), np.uint8))
     with pytest.raises(CristaeZooError, match="does not match its HR image"):
         load_split(data, "test")
+
+
+def test_nohup_keeps_ignoring_sighup():
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with cleanup_on_signals(exit_on_signal=False):
+            os.kill(os.getpid(), signal.SIGHUP)  # ignored, as nohup asked: no Interrupted
+            time.sleep(0.1)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)

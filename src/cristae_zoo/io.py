@@ -426,15 +426,17 @@ def cleanup_on_signals(signals: Sequence[int] = (signal.SIGTERM, signal.SIGHUP),
         with cleanup_on_signals(), staged_dir(out, overwrite=overwrite, marker="config.yaml") as tmp:
             ...
 
-    A second signal during the clean-up is ignored (so the clean-up finishes; SIGKILL still kills). On exit the
-    previous handlers are restored. With `exit_on_signal` (default) an `Interrupted` that reaches this context
+    A second signal during the clean-up is ignored (so the clean-up finishes; SIGKILL still kills). A signal that
+    was already ignored (SIGHUP under `nohup`) stays ignored. On exit the previous handlers are restored. With `exit_on_signal` (default) an `Interrupted` that reaches this context
     manager prints one line on stderr and exits with 128 + the signal number (143 for SIGTERM, 129 for SIGHUP),
     as a process killed by that signal would; otherwise the exception propagates. Outside the main thread (where
     Python cannot install handlers) it does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.getsignal(s) for s in signals}
+    # A signal the process was told to ignore stays ignored: `nohup cristae-zoo ...` must survive a hang-up.
+    previous = {s: h for s in signals if (h := signal.getsignal(s)) is not signal.SIG_IGN}
+    signals = tuple(previous)
 
     def handler(signum: int, frame: FrameType | None) -> None:
         for s in signals:  # clean-up must not be cut short by a repeated TERM from an impatient supervisor
