@@ -241,3 +241,87 @@ def test_check_clients_bad_input(tmp_path: Path, package_copy: Path, capsys, mon
     weights_file = package_copy / next(iter(rdf["weights"].values()))["source"]
     weights_file.unlink()
     _one_error_line(*run_cli(["check-clients", package_copy], capsys, monkeypatch), weights_file.name, "missing")
+
+
+# ---------------------------------------------------------------------------------------------------- BioImageIT
+
+BIOIMAGEIT_TOOL = Path(__file__).resolve().parents[1] / "integrations" / "bioimageit" / "cristae_zoo_predict.py"
+
+
+def _load_tool() -> Any:
+    """Import the tool file as BioImageIT does (import_module of the file's stem, then `module.Tool()`)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(BIOIMAGEIT_TOOL.stem, BIOIMAGEIT_TOOL)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Tool
+
+
+def _bioimageit_parser(tool: Any) -> Any:
+    """BioImageIT's ToolParser.create_parser (PyFlow/ToolManagement/ToolParser.py, 0.3.60), restated: one
+    `--name` option per input and output, its special keys dropped, 'Path' → pathlib.Path, other types by name."""
+    import argparse
+    from pydoc import locate
+
+    special = ["name", "autoColumn", "autoIncrement", "shortname", "advanced", "decimals", "static"]
+    parser = argparse.ArgumentParser(prog=tool.name, description=tool.description)
+    for kind in ("inputs", "outputs"):
+        group = parser.add_argument_group(kind)
+        for arg in getattr(tool, kind):
+            kwargs = {k: v for k, v in arg.items() if k not in special}
+            if kwargs.get("type") == "bool":
+                kwargs.pop("type")
+                kwargs.pop("default", None)
+                kwargs["action"] = "store_false" if arg.get("default", False) else "store_true"
+            elif "type" in kwargs:
+                kwargs["type"] = Path if kwargs["type"] == "Path" else locate(kwargs["type"])
+            group.add_argument("--" + arg["name"], **kwargs)
+    return parser
+
+
+def test_bioimageit_tool_follows_the_tool_interface() -> None:
+    tool_cls = _load_tool()
+    for attr in ("name", "description", "categories", "environment", "dependencies", "inputs", "outputs"):
+        assert hasattr(tool_cls, attr)  # createNode (BiitToolNode.py) requires name and description
+    assert callable(tool_cls().processData)
+    names = [a["name"] for a in tool_cls.inputs + tool_cls.outputs]
+    assert len(names) == len(set(names))
+    assert sum(bool(a.get("autoColumn")) for a in tool_cls.inputs) == 1  # the image column of the DataFrame
+    args = _bioimageit_parser(tool_cls).parse_args(
+        ["--input_image", "a.tif", "--restored_image", "b.tif", "--pixel_size", "65", "--executable", "/x/cristae-zoo"]
+    )
+    assert tool_cls().command(args) == [
+        "/x/cristae-zoo", "predict", "deepcristae", "a.tif", "--output", "b.tif", "--pixel-size", "65.0",
+        "--weights", "onnx",
+    ]
+
+
+def test_bioimageit_tool_runs_cristae_zoo_predict(tmp_path: Path, capsys) -> None:
+    """processData headless, as BioImageIT's ToolBase.processData calls it: a real restoration through our CLI."""
+    import sys
+
+    import numpy as np
+    import tifffile
+
+    exe = Path(sys.executable).parent / "cristae-zoo"
+    if not exe.is_file():
+        pytest.skip("the cristae-zoo console script is not installed beside this Python")
+    image = tmp_path / "cell.tif"
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(image, rng.poisson(20, (128, 128)).astype(np.uint16))
+    tool_cls = _load_tool()
+    args = _bioimageit_parser(tool_cls).parse_args(
+        ["--input_image", str(image), "--restored_image", str(tmp_path / "cell_restored.tif"),
+         "--pixel_size", "25", "--executable", str(exe)]
+    )
+    tool_cls().processData(args)
+    restored = tifffile.imread(tmp_path / "cell_restored.tif")
+    assert restored.shape == (128, 128) and restored.dtype == np.float32 and np.isfinite(restored).all()
+    assert "[[2/2]]" in capsys.readouterr().out
+
+    # a user error comes back as cristae-zoo's one line (no pixel size in the file, none given)
+    args.pixel_size, args.restored_image = None, tmp_path / "again.tif"
+    with pytest.raises(Exception, match="exit code 2"):
+        tool_cls().processData(args)
