@@ -295,8 +295,15 @@ def test_huge_declared_size_refused(tmp_path):
     with pytest.raises(CristaeZooError):
         open_acquisition(path)
     z = _ngff(tmp_path / "huge.zarr", [1.0, 1.0, 65.0, 65.0], shape=(1, 1, 70_000, 70_000))
+    zarr.open_array(z / "0", mode="r+")[0, 0, :32, :32] = 1  # one chunk stored: the size check is what refuses
     with pytest.raises(CristaeZooError, match="more than 65536"):
         open_acquisition(z)
+
+
+def test_zarr_without_any_chunk_refused(tmp_path):
+    path = _ngff(tmp_path / "meta_only.zarr", [1.0, 1.0, 65.0, 65.0], shape=(1, 1, 2048, 2048))  # no data written
+    with pytest.raises(CristaeZooError, match="holds no data"):
+        open_acquisition(path)
 
 
 def test_corrupt_zarr_chunk_is_one_line(tmp_path):

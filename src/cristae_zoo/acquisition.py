@@ -596,12 +596,19 @@ def _open_zarr(path: Path) -> Acquisition:
     try:
         array = group[str(dataset["path"])]
         shape, dtype = tuple(array.shape), np.dtype(array.dtype)
+        # Metadata without a single stored chunk is an interrupted copy or write, not an image of fill values.
+        stored = array.nchunks_initialized if 0 not in shape else 1
     except KeyError:
         raise CristaeZooError(f"{path}: the OME-Zarr dataset {dataset['path']!r} is missing") from None
     except Exception as err:  # a broken .zarray / zarr.json
         raise CristaeZooError(
             f"{path}: cannot read the OME-Zarr dataset {dataset['path']!r} ({type(err).__name__}: {err})"
         ) from None
+    if stored == 0:
+        raise CristaeZooError(
+            f"{path}: the OME-Zarr dataset {dataset['path']!r} declares shape {shape} but holds no data (no chunk is"
+            " stored): the copy or the acquisition was interrupted; copy or export it again"
+        )
     axes_meta = ms.get("axes") or [{"name": n} for n in "tczyx"[-len(shape):]]
     axes_meta = [a if isinstance(a, dict) else {"name": a} for a in axes_meta]
     if len(axes_meta) != len(shape):
