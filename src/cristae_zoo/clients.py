@@ -54,25 +54,31 @@ TORCHSCRIPT_MAX_FILE_FORMAT = {"2.5": 10, "2.7": 10}
 
 # aten ops registered by torch 2.13 (our export torch) that older torch does not know: a TorchScript graph that
 # holds one fails to load there with "Unknown builtin op: aten::...". A scripted `F.interpolate` compiles all its
-# branches and so pulls in aten::_upsample_lanczos2d_aa. 2.5.1: (2.13's jit schemas) − (the schema strings in
-# torch 2.5.1's libtorch_cpu.so); 2.7.1: (2.13's) − (2.7.1's jit schemas). docs/clients.md says how.
+# branches and so pulls in aten::_upsample_lanczos2d_aa. 2.7: (torch 2.13's jit schemas) − (torch 2.7.1's jit
+# schemas). 2.5: the 2.7 list plus (2.13's) − (the schema strings in torch 2.5.1's libtorch_cpu.so, keeping only
+# names absent from every string there). docs/clients.md says how the lists were made.
 TORCH_OPS_MISSING: dict[str, frozenset[str]] = {
-    "2.5": frozenset(
+    "2.7": frozenset(
         """
-        aten::_convert_weight_to_int4pack_for_cpu aten::_cudnn_attention_forward aten::_dyn_quant_matmul_4bit
-        aten::_dyn_quant_pack_4bit_weight aten::_flash_attention_forward_no_dropout_inplace aten::_foreach_clone
-        aten::_foreach_mm aten::_foreach_powsum aten::_foreach_rsqrt aten::_foreach_rsqrt_ aten::_fused_rms_norm
-        aten::_fused_rms_norm_backward aten::_grouped_mm aten::_nested_from_padded_tensor aten::_philox_key_fold_in
-        aten::_philox_key_split aten::_philox_normal aten::_philox_normal_ aten::_philox_uniform
-        aten::_philox_uniform_ aten::_scaled_grouped_mm aten::_scaled_grouped_mm_v2 aten::_scaled_mm_v2
-        aten::_upsample_lanczos2d_aa aten::_upsample_lanczos2d_aa_backward aten::_use_miopen_ctc_loss
-        aten::_weight_int4pack_mm_for_cpu aten::_weight_int4pack_mm_with_scales_and_zeros aten::broadcast_shapes
-        aten::hash_tensor aten::linalg__powsum aten::miopen_ctc_loss aten::rrelu_with_noise_functional
-        aten::sym_is_contiguous
+        aten::_cudnn_attention_backward aten::_flash_attention_forward_no_dropout_inplace
+        aten::_foreach_clone aten::_foreach_mm aten::_foreach_powsum aten::_fused_rms_norm
+        aten::_fused_rms_norm_backward aten::_grouped_mm aten::_philox_key_fold_in aten::_philox_key_split
+        aten::_philox_normal aten::_philox_normal_ aten::_philox_uniform aten::_philox_uniform_
+        aten::_scaled_grouped_mm_v2 aten::_scaled_mm_v2 aten::_upsample_lanczos2d_aa
+        aten::_upsample_lanczos2d_aa_backward aten::_use_miopen_ctc_loss
+        aten::_weight_int4pack_mm_with_scales_and_zeros aten::broadcast_shapes aten::hash_tensor
+        aten::linalg__powsum aten::miopen_ctc_loss aten::sym_is_contiguous
         """.split()
     ),
 }
-TORCH_OPS_MISSING["2.7"] = TORCH_OPS_MISSING["2.5"]  # until the 2.7.1 list is in: 2.7 lacks a subset of these
+TORCH_OPS_MISSING["2.5"] = TORCH_OPS_MISSING["2.7"] | frozenset(
+    """
+    aten::_convert_weight_to_int4pack_for_cpu aten::_cudnn_attention_forward aten::_dyn_quant_matmul_4bit
+    aten::_dyn_quant_pack_4bit_weight aten::_foreach_rsqrt aten::_foreach_rsqrt_
+    aten::_nested_from_padded_tensor aten::_scaled_grouped_mm aten::_weight_int4pack_mm_for_cpu
+    aten::rrelu_with_noise_functional
+    """.split()
+)
 
 # TensorFlow ops unknown to TF 2.7's op registry: a SavedModel whose graph or function library holds one fails to
 # load there with "Op type not registered '...'" (TF ≥ 2.12 writes DisableCopyOnRead into the variables' save
