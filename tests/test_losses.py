@@ -1,17 +1,19 @@
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 from skimage.metrics import structural_similarity
 
 from cristae_zoo.models.losses import dssim_loss, mae_loss, scop_loss, ssim_map
 
+# Backend-neutral tensors (keras.ops): these tests run under any KERAS_BACKEND.
+
 
 def _t(a):
-    return tf.constant(a[None, ..., None], tf.float32)
+    return ops.convert_to_tensor(np.asarray(a, np.float32)[None, ..., None])
 
 
 def _targets(y, m):
-    return tf.constant(np.stack([y, m], -1)[None], tf.float32)
+    return ops.convert_to_tensor(np.stack([y, m], -1)[None].astype(np.float32))
 
 
 def test_ssim_map_matches_scikit_image():
@@ -21,7 +23,7 @@ def test_ssim_map_matches_scikit_image():
     _, expected = structural_similarity(
         y, p, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True
     )
-    got = ssim_map(_t(y), _t(p)).numpy()[0, ..., 0]
+    got = ops.convert_to_numpy(ssim_map(_t(y), _t(p)))[0, ..., 0]
     np.testing.assert_allclose(got, expected, atol=2e-4)
 
 

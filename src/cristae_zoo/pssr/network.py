@@ -60,6 +60,48 @@ def icnr_kernel(shape: tuple[int, ...], block: int, rng: np.random.Generator) ->
     return np.tile(base, (1, 1, 1, block * block))
 
 
+def depth_to_space(x: Any, block: int) -> Any:
+    """`tf.nn.depth_to_space` (NHWC, DCR order) in keras.ops: (B, H, W, r²·C) → (B, r·H, r·W, C)."""
+    ops = keras.ops
+    h, w = ops.shape(x)[1], ops.shape(x)[2]
+    c = x.shape[-1] // (block * block)
+    x = ops.reshape(x, (-1, h, w, block, block, c))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))  # (B, H, i, W, j, C)
+    return ops.reshape(x, (-1, h * block, w * block, c))
+
+
+def _upsample_axis(x: Any, factor: int, axis: int) -> Any:
+    """Bilinear ×factor along `axis` (1 or 2) with half-pixel centres and clamped edges, as TF's resize.
+
+    Output pixel f·i + k samples input coordinate i + d_k, d_k = (k + ½)/f − ½: a blend of pixel i and its
+    neighbour on the side of d_k; past the image edge the edge pixel is repeated (TF clamps the coordinate)."""
+    ops = keras.ops
+
+    def take(start: int, stop: int | None) -> Any:
+        return x[:, start:stop] if axis == 1 else x[:, :, start:stop]
+
+    padded = ops.concatenate([take(0, 1), x, take(-1, None)], axis=axis)
+
+    def shifted(offset: int) -> Any:  # the padded tensor shifted so index i is input pixel i + offset
+        n = None if offset == 1 else offset - 1
+        return padded[:, 1 + offset : n] if axis == 1 else padded[:, :, 1 + offset : n]
+
+    centre = shifted(0)
+    phases = []
+    for k in range(factor):
+        d = (k + 0.5) / factor - 0.5
+        phases.append((-d) * shifted(-1) + (1 + d) * centre if d < 0 else (1 - d) * centre + d * shifted(1))
+    stacked = ops.stack(phases, axis=axis + 1)  # (B, H, f, W, C) or (B, H, W, f, C)
+    shape = ops.shape(x)
+    new_shape = (-1, shape[1] * factor, shape[2], x.shape[-1]) if axis == 1 else (-1, shape[1], shape[2] * factor, x.shape[-1])
+    return ops.reshape(stacked, new_shape)
+
+
+def upsample_bilinear(x: Any, factor: int) -> Any:
+    """`tf.image.resize(x, factor·(H, W), "bilinear")` (half-pixel centres, no antialiasing) in keras.ops."""
+    return _upsample_axis(_upsample_axis(x, factor, 1), factor, 2)
+
+
 if keras is not None:
 
     @keras.saving.register_keras_serializable(package="cristae_zoo.pssr")
@@ -82,9 +124,9 @@ if keras is not None:
             self.block = block
 
         def call(self, x: Any) -> Any:
-            import tensorflow as tf
-
-            return tf.nn.depth_to_space(x, self.block)
+            # keras.ops (any backend) instead of tf.nn.depth_to_space; same DCR order: channel (i·r + j)·C + c of
+            # pixel (y, x) goes to channel c of pixel (y·r + i, x·r + j).
+            return depth_to_space(x, self.block)
 
         def compute_output_shape(self, s: Any) -> Any:
             up = lambda n: None if n is None else n * self.block
@@ -115,9 +157,8 @@ if keras is not None:
             self.factor = factor
 
         def call(self, x: Any) -> Any:
-            import tensorflow as tf
-
-            return tf.image.resize(x, tf.shape(x)[1:3] * self.factor, method="bilinear")
+            # keras.ops (any backend) instead of tf.image.resize: the same half-pixel bilinear weights.
+            return upsample_bilinear(x, self.factor)
 
         def compute_output_shape(self, s: Any) -> Any:
             up = lambda n: None if n is None else n * self.factor
