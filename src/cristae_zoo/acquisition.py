@@ -976,26 +976,20 @@ def open_zarr_output(path: Path) -> Any:
 
 
 @contextmanager
-def staged_output(target: Path, *, overwrite: bool) -> Iterator[Path]:
-    """A temporary path beside `target` (file or folder) that replaces `target` only if the block succeeds; on
-    any failure it is removed and `target` is left as it was."""
+def staged_output(target: Path, *, overwrite: bool, inputs: Iterable[Path] = ()) -> Iterator[Path]:
+    """A temporary path beside `target` (a TIFF file, or an OME-Zarr folder) that replaces `target` only if the
+    block succeeds; on any failure (or SIGTERM/SIGHUP inside `io.cleanup_on_signals`) it is removed and `target`
+    is left as it was. Another run writing the same target makes this one fail (`io.staged_file`/`staged_dir`)."""
+    from cristae_zoo.io import staged_dir, staged_file
+
     target = Path(target)
-    if target.exists() and not overwrite:
-        raise CristaeZooError(f"{target}: already exists; use --overwrite to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.partial"
-    try:
-        yield tmp
-        if target.exists():  # --overwrite: move the old one aside, then swap
-            old = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.old"
-            os.replace(target, old)
-            os.replace(tmp, target)
-            _remove(old)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            _remove(tmp)
+    if is_zarr(target) or target.name.lower().endswith(ZARR_SUFFIXES):
+        # plan() never points a run at a folder that is not an OME-Zarr, so no marker file is required here.
+        with staged_dir(target, overwrite=overwrite, inputs=inputs) as tmp:
+            yield tmp
+    else:
+        with staged_file(target, overwrite=overwrite, inputs=inputs) as tmp:
+            yield tmp
 
 
 def _remove(path: Path) -> None:

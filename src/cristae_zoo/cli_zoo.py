@@ -36,22 +36,28 @@ _abs_package = abs_package
 
 
 def cmd_package(
-    model_dir: Annotated[Path, typer.Argument(help="trained model folder (config.yaml + weights.keras) from `train`")],
+    model_dir: Annotated[Path, typer.Argument(help="trained model folder (config.yaml + weights.keras) of any system")],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="package folder to write; OUTPUT.zip is written beside it")
-    ] = Path("model_zoo/deepcristae"),
+        Path, typer.Option("--output", "-o", help="package folder to write (OUTPUT.zip is written beside it)")
+    ],
     template: Annotated[
-        Optional[Path], typer.Option(help="static rdf fields (default: rdf_templates/deepcristae.yaml)")
+        Optional[Path], typer.Option(help="static rdf fields (default: rdf_templates/<system>.yaml)")
     ] = None,
-    test_image: Annotated[
+    test_input: Annotated[
         Optional[Path],
-        typer.Option(help="2D TIFF to crop the test input from (default: first of DATA_DIR/test/input/)"),
+        typer.Option("--test-input", "--test-image",
+                     help="TIFF or .npy to crop the test input from (default: the system's held-out data)"),
     ] = None,
-    crop: Annotated[int, typer.Option(help="edge of the test input crop in px")] = 256,
+    crop: Annotated[int, typer.Option(help="largest y/x edge of the test input in px")] = 256,
     zip_package: Annotated[bool, typer.Option("--zip/--no-zip", help="also write OUTPUT.zip")] = True,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="replace an existing package folder (never a model folder)")
+    ] = False,
 ) -> None:
-    """Export a trained model as a bioimage.io package: TensorFlow SavedModel, ONNX and TorchScript weights (each
-    checked against Keras), rdf.yaml, README with the rescale instructions, covers and test tensors."""
+    """Export a trained model of any system as a bioimage.io package: TensorFlow SavedModel, ONNX and TorchScript
+    weights (each checked against Keras), rdf.yaml from the system's tensor description, README, cover, test and
+    sample tensors, Keras weights and training config. Written atomically; an existing OUTPUT is replaced only with
+    --overwrite, and only if it is a package folder."""
     from cristae_zoo.export.package import PACKAGE_STEPS, package_model
 
     with _progress() as progress:
@@ -61,8 +67,8 @@ def cmd_package(
             progress.update(task, advance=1, info=step)
 
         result = package_model(
-            model_dir, output, template=template, test_image=test_image, crop=crop, zip_package=zip_package,
-            progress=advance,
+            model_dir, output, template=template, test_input=test_input, crop=crop, zip_package=zip_package,
+            overwrite=overwrite, progress=advance,
         )  # fmt: skip
     table = Table(title=f"{result.folder} ({result.size_bytes / 1024**2:.1f} MB)")
     table.add_column("weights")
@@ -71,11 +77,12 @@ def cmd_package(
     for e in result.exported:
         table.add_row(e.weights_format, e.path.name, f"{e.max_abs_diff:.2e}")
     out.print(table)
-    h = result.halo
+    td = result.tensors
+    sizes = ", ".join(f"{a} {td.min_size.get(a)} + n·{td.step.get(a)}" for a in td.spatial_axes)
     out.print(
-        f"halo {h.declared} px (receptive field {h.receptive_field} px, seamless tiling measured from"
-        f" {h.measured} px); input size {result.min_size} + n·{result.step} px; test input: {result.test_image}"
-        f" crop at {result.crop_origin}",
+        f"inputs {', '.join(td.input_channels)} → outputs {', '.join(td.output_channels)}"
+        + (f" (×{td.output_scale})" if td.output_scale > 1 else "")
+        + f"; sizes {sizes}; halo {dict(td.halo)} px; test input: {result.test_input}",
         highlight=False,
     )
     if result.zip_path is not None:
@@ -266,6 +273,20 @@ def cmd_predict(
             " K× slower"
         ),
     ] = 1,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="auto (ONNX Runtime when the package has ONNX weights and standard processing, else"
+            " bioimageio.core) | onnxruntime | openvino | bioimageio"
+        ),
+    ] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="fp32 (exact, the default) | bf16 (opt-in: OpenVINO on a CPU with bfloat16 units, ~2× faster,"
+            " results differ by ~1 % of the range; an error where the CPU cannot)"
+        ),
+    ] = "fp32",
     ensemble_member: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -275,11 +296,11 @@ def cmd_predict(
         ),
     ] = None,
 ) -> None:
-    """Restore an acquisition (2D, z-stack, time series or 3D+t; TIFF or OME-Zarr) or a folder of them, plane by
-    plane, with a bioimage.io package through bioimageio.core. Each plane is first rescaled so that mitochondria
-    are ~15.64 px wide (the scale the model was trained at), from the pixel size or with --rescale; the result
-    keeps the input's axes and metadata with the new pixel size."""
-    from cristae_zoo.predict import load_package, normalize_weights_format
+    """Predict an acquisition (2D, z-stack, time series or 3D+t; TIFF or OME-Zarr) or a folder of them with any
+    bioimage.io package: planes, z-stacks or frame windows, as the package takes them. A package with a rescale
+    requirement (DeepCristae) first rescales each plane to the scale it was trained at, from the pixel size or with
+    --rescale. The result keeps the input's axes and metadata, with a C axis for several output channels and the
+    pixel size divided by the rescale factor and the package's output scale (PSSR: 4)."""
     from cristae_zoo.rescale import parse_rescale
     from cristae_zoo.restore import RestoreOptions, plan, restore_path
 
@@ -289,12 +310,12 @@ def cmd_predict(
         weights=weights, tile=tile, batch=batch, axes=axes, channel=channel, rescale=parse_rescale(rescale),
         pixel_size_nm=pixel_size, resample_back=resample_back, overwrite=overwrite, preview=preview,
         scheduler=scheduler, workers=workers, ensemble=ensemble,
-        members=tuple(_abs_package(m) for m in ensemble_member or ()),
+        members=tuple(_abs_package(m) for m in ensemble_member or ()), engine=engine, precision=precision,
     )  # fmt: skip
     plan(input, output)  # user errors before any progress bar
-    descr = load_package(package)
-    normalize_weights_format(weights, descr)
-    with scratch_cwd(), _progress() as progress:
+    from cristae_zoo.io import cleanup_on_signals
+
+    with cleanup_on_signals(), scratch_cwd(), _progress() as progress:
         tasks: dict[str, Any] = {}
 
         def tick(name: str, done: int, total: int) -> None:
@@ -302,7 +323,7 @@ def cmd_predict(
                 tasks[name] = progress.add_task(f"restore {name}", total=total, info="planes")
             progress.update(tasks[name], completed=done, total=total)
 
-        results = restore_path(package, input, output, options, progress=tick, descr=descr)
+        results = restore_path(package, input, output, options, progress=tick)
     for r in results:
         out.print(
             f"wrote {r.output} ({_dims(r.spec.axes, r.spec.shape)}, {r.choice.describe()}, {r.seconds:.1f} s"

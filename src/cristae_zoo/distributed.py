@@ -51,6 +51,8 @@ class PlaneJob:
     tta: int = 1
     members: tuple[str, ...] = ()
     std_zarr_output: str | None = None
+    engine: str = "auto"
+    precision: str = "fp32"
 
     @property
     def uncertainty(self) -> bool:
@@ -60,25 +62,24 @@ class PlaneJob:
 _LOCK = threading.Lock()  # guards the caches below
 _TF_LOCK = threading.Lock()  # one TensorFlow call at a time (see restore_batch)
 _RESTORERS: dict[tuple[Any, ...], Any] = {}
-_DESCRIPTIONS: dict[str, Any] = {}  # packages already loaded and validated in this process, by path
 _ACQUISITIONS: dict[tuple[Any, ...], Any] = {}
 
 
-def _restorer(job: PlaneJob) -> Any:
-    """One loaded model per process (and per package/weights/tile): loading it is the slow part."""
+def load_restorer(package: str, weights: str | None, tile: int | None, engine: str = "auto",
+                  precision: str = "fp32") -> Any:  # fmt: skip
+    """The `Restorer` of this process for (package, weights, tile, engine, precision), loaded once: loading and
+    checking a package is the slow part. Threads of this process share it; each Dask worker process has its own."""
     from cristae_zoo.predict import Restorer
 
-    key = (job.package, job.weights, job.tile)
+    key = (package, weights, tile, engine, precision)
     with _LOCK:
         if key not in _RESTORERS:
-            _RESTORERS[key] = Restorer(_DESCRIPTIONS.get(job.package, job.package), job.weights, job.tile)
+            _RESTORERS[key] = Restorer(package, weights, tile, engine=engine, precision=precision)
         return _RESTORERS[key]
 
 
-def remember_package(source: str, descr: Any) -> None:
-    """Let workers in this process reuse a package the client has loaded (validating it again takes ~0.3 s)."""
-    with _LOCK:
-        _DESCRIPTIONS[source] = descr
+def _restorer(job: PlaneJob) -> Any:
+    return load_restorer(job.package, job.weights, job.tile, job.engine, job.precision)
 
 
 def _acquisition(job: PlaneJob) -> Any:
@@ -128,7 +129,7 @@ def _resample_units(units: np.ndarray, shape: tuple[int, int], resample: Callabl
 
 
 def _predict(job: PlaneJob, units: np.ndarray) -> np.ndarray:
-    with _TF_LOCK if job.weights == "tensorflow_saved_model_bundle" else _nullcontext():
+    with _TF_LOCK if _restorer(job).weights_format == "tensorflow_saved_model_bundle" else _nullcontext():
         # TensorFlow's SavedModel layer is not safe to call from several threads at once; ONNX Runtime and
         # TorchScript are.
         return _restorer(job).predict_units(units)
@@ -162,7 +163,6 @@ def release_workers() -> None:
             r.close()
         _RESTORERS.clear()
         _ACQUISITIONS.clear()
-        _DESCRIPTIONS.clear()
 
 
 # ----------------------------------------------------------------------------------------------------- executors

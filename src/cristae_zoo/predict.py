@@ -217,7 +217,10 @@ def load_package(package: str | Path | Any, *, perform_io_checks: bool = True) -
 
 def normalize_weights_format(weights: str | None, descr: Any) -> str | None:
     """Accept onnx | tensorflow | torchscript (or the bioimage.io keys); default: ONNX if present."""
-    available = [name for name, entry in descr.weights if entry is not None]
+    return _weights_key(weights, [name for name, entry in descr.weights if entry is not None])
+
+
+def _weights_key(weights: str | None, available: list[str]) -> str | None:
     if weights is None:
         return "onnx" if "onnx" in available else None
     key = WEIGHTS_FORMAT_ALIASES.get(weights.lower())
@@ -226,6 +229,10 @@ def normalize_weights_format(weights: str | None, descr: Any) -> str | None:
     if key not in available:
         raise CristaeZooError(f"--weights {weights}: this package has no {key} weights (it has {', '.join(available)})")
     return key
+
+
+def _dims(axes: Any) -> tuple[str, ...]:
+    return tuple("batch" if str(a.type) == "batch" else "channel" if str(a.type) == "channel" else str(a.id) for a in axes)
 
 
 # ---------------------------------------------------------------------------------------------------- predict
@@ -238,17 +245,61 @@ class Restorer:
     says (`self.tensors`): one plane, a volume, or the frames of a PSSR-MF window. `weights_format`: onnx |
     tensorflow | torchscript (default: ONNX if the package has it). `tile`: largest network input edge in px (halo
     included) along every spatial axis; larger units are predicted in tiles. `None`: never tile.
+    `engine`: auto | onnxruntime | openvino | bioimageio and `precision`: fp32 | bf16 (`cristae_zoo.engines`).
     """
 
-    def __init__(self, package: str | Path | Any, weights_format: str | None = None, tile: int | None = DEFAULT_TILE):
-        from cristae_zoo.core.tensors import describe_package
+    def __init__(
+        self,
+        package: str | Path | Any,
+        weights_format: str | None = None,
+        tile: int | None = DEFAULT_TILE,
+        *,
+        engine: str = "auto",
+        precision: str = "fp32",
+    ):
+        from cristae_zoo.core.tensors import describe_package, describe_rdf
+        from cristae_zoo.engines import ENGINES, PRECISIONS, read_rdf
 
-        self.descr = load_package(package)
-        self.tensors = describe_package(self.descr)
-        self.weights_format = normalize_weights_format(weights_format, self.descr)
-        self.in_id, self.out_id = str(self.descr.inputs[0].id), str(self.descr.outputs[0].id)
-        self.in_dims = tuple(str(a.id) if str(a.type) not in ("batch",) else "batch" for a in self.descr.inputs[0].axes)
-        self.out_dims = tuple(str(a.id) if str(a.type) not in ("batch",) else "batch" for a in self.descr.outputs[0].axes)
+        if engine not in ENGINES:
+            raise CristaeZooError(f"--engine {engine}: expected one of {', '.join(ENGINES)}")
+        if precision not in PRECISIONS:
+            raise CristaeZooError(f"--precision {precision}: expected one of {', '.join(PRECISIONS)}")
+        if precision == "bf16":
+            if engine not in ("auto", "openvino"):
+                raise CristaeZooError(f"--precision bf16 runs on the openvino engine, not {engine}")
+            engine = "openvino"
+        self.precision = precision
+        self.descr: Any = None
+        self.rdf: Any = None
+        source = package if hasattr(package, "model_dump") else resolve_package(package)
+        lean = engine != "bioimageio" and isinstance(source, Path) and source.suffix.lower() in (".yaml", ".yml")
+        if lean:
+            self.rdf = read_rdf(source)
+            key = _weights_key(weights_format, self.rdf.weights_formats)
+            if not self.rdf.lean or key not in (None, "onnx"):
+                if engine in ("onnxruntime", "openvino"):
+                    why = "it has no ONNX weights" if "onnx" not in self.rdf.weights_formats else (
+                        "it needs processing steps only bioimageio.core implements" if not self.rdf.lean
+                        else f"--weights {weights_format} was asked for")  # fmt: skip
+                    raise CristaeZooError(f"--engine {engine} cannot run {source}: {why}; use --engine bioimageio")
+                lean = False
+        if not lean and engine in ("onnxruntime", "openvino"):
+            raise CristaeZooError(f"--engine {engine} runs package folders (rdf.yaml) only; use --engine bioimageio")
+        if lean:
+            self.engine = "onnxruntime" if engine == "auto" else engine
+            self.tensors = describe_rdf(self.rdf.rdf)
+            self.weights_format = "onnx"
+            self.name = self.rdf.name
+            self._weights_path = self.rdf.weights_file("onnx")  # sha256-checked once, here
+        else:
+            self.engine = "bioimageio"
+            self.descr = load_package(package)
+            self.tensors = describe_package(self.descr)
+            self.weights_format = normalize_weights_format(weights_format, self.descr)
+            self.name = str(self.descr.name)
+            self.in_id, self.out_id = str(self.descr.inputs[0].id), str(self.descr.outputs[0].id)
+            self.in_dims = _dims(self.descr.inputs[0].axes)
+            self.out_dims = _dims(self.descr.outputs[0].axes)
         td = self.tensors
         if tile is not None:
             for axis in td.spatial_axes:
@@ -260,6 +311,14 @@ class Restorer:
                     )
         self.tile = tile
         self._pp: Any = None
+        self._runner: Any = None
+
+    @property
+    def description(self) -> str:
+        """The engine, e.g. 'onnxruntime 1.23.2 fp32' (after the first prediction) or 'bioimageio.core (onnx)'."""
+        if self.engine == "bioimageio":
+            return f"bioimageio.core ({self.weights_format or 'default weights'})"
+        return self._runner.description if self._runner is not None else f"{self.engine} {self.precision}"
 
     @property
     def pipeline(self) -> Any:
@@ -269,10 +328,22 @@ class Restorer:
             self._pp = create_prediction_pipeline(self.descr, weights_format=self.weights_format)
         return self._pp
 
+    @property
+    def runner(self) -> Any:
+        if self._runner is None:
+            from cristae_zoo.engines import OnnxRuntimeRunner, OpenVinoRunner
+
+            if self.engine == "openvino":
+                self._runner = OpenVinoRunner(self._weights_path, self.precision)
+            else:
+                self._runner = OnnxRuntimeRunner(self._weights_path)
+        return self._runner
+
     def close(self) -> None:
         if self._pp is not None:
             self._pp.unload()
             self._pp = None
+        self._runner = None
 
     def __enter__(self) -> Restorer:
         return self
@@ -309,9 +380,8 @@ class Restorer:
     def predict_units(self, units: np.ndarray, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Predict (B, C_in, [Z], Y, X) units (each normalised on its own, as the package says); returns float32
         (B, C_out, [Z], Y·s, X·s) with s the package's output scale."""
-        from bioimageio.core import Sample, Tensor
-
-        td, pp = self.tensors, self.pipeline
+        td = self.tensors
+        pp = self.pipeline if self.engine == "bioimageio" else None
         units = np.asarray(units, dtype=np.float32)
         if units.ndim != 2 + td.ndim or units.shape[1] != td.n_in:
             raise CristaeZooError(
@@ -320,15 +390,23 @@ class Restorer:
         shape = units.shape[2:]
         padded = tuple(td.valid_size(a, n) for a, n in zip(td.spatial_axes, shape))
 
-        sample = self._sample(self.in_id, self.in_dims, units, "image")
-        pp.apply_preprocessing(sample)  # per-sample statistics, computed on the unpadded units
-        x = self._from_tensor(sample.members[self.in_id], self.in_dims)
-        stat = sample.stat  # postprocessing may refer to the input's statistics
-        del sample
+        if self.engine == "bioimageio":
+            sample = self._sample(self.in_id, self.in_dims, units, "image")
+            pp.apply_preprocessing(sample)  # per-sample statistics, computed on the unpadded units
+            x = self._from_tensor(sample.members[self.in_id], self.in_dims)
+            stat = sample.stat  # postprocessing may refer to the input's statistics
+            del sample
+        else:
+            from cristae_zoo.engines import Processing
+
+            processing = Processing(self.rdf)
+            x, stat = processing.preprocess(units)
         if padded != shape:
             x = np.pad(x, [(0, 0), (0, 0)] + [(0, p - n) for p, n in zip(padded, shape)], mode="symmetric")
 
         def run(block: np.ndarray) -> np.ndarray:
+            if pp is None:
+                return self.runner(block)
             result = pp.predict_sample_without_blocking(
                 self._sample(self.in_id, self.in_dims, block, "block"),
                 skip_preprocessing=True,
@@ -359,6 +437,10 @@ class Restorer:
             y = tiled_apply(run_counted, x, inner, halo, mins, spatial=td.ndim, scale=scale)
         del x
         y = np.ascontiguousarray(y[(slice(None), slice(None), *(slice(0, n * k) for n, k in zip(shape, scale)))])
+        if pp is None:
+            return processing.postprocess(y, stat)
+        from bioimageio.core import Sample
+
         out_sample = Sample(members={self.out_id: self._tensor(y, self.out_dims)}, stat=stat, id="image")
         pp.apply_postprocessing(out_sample)
         return self._from_tensor(out_sample.members[self.out_id], self.out_dims)
@@ -368,7 +450,7 @@ class Restorer:
         td = self.tensors
         if td.ndim != 2 or td.n_in != 1 or td.n_out != 1:
             raise CristaeZooError(
-                f"{self.descr.name}: takes {td.n_in} channel(s) of {td.spatial_axes.upper()} and gives {td.n_out};"
+                f"{self.name}: takes {td.n_in} channel(s) of {td.spatial_axes.upper()} and gives {td.n_out};"
                 " use predict_units"
             )
         planes = np.asarray(planes, dtype=np.float32)

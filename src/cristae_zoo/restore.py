@@ -62,6 +62,8 @@ class RestoreOptions:
     estimate_planes: int = 5
     ensemble: int = 1  # dihedral test-time augmentations per plane (2–8 → an uncertainty map)
     members: tuple[str, ...] = ()  # more packages averaged with the first one (→ an uncertainty map)
+    engine: str = "auto"  # auto | onnxruntime | openvino | bioimageio (cristae_zoo.engines)
+    precision: str = "fp32"  # fp32 | bf16 (bf16: OpenVINO on a CPU with bfloat16 units; opt-in)
 
     @property
     def uncertainty(self) -> bool:
@@ -118,39 +120,26 @@ def restore_path(
     output: Path,
     options: RestoreOptions,
     progress: Progress | None = None,
-    *,
-    descr: Any = None,
 ) -> list[RestoreResult]:
     """Restore one acquisition or a folder of them; see the module docstring. `package`: a package folder, rdf,
-    zip or model name; `descr`: its description if already loaded (`predict.load_package`), to skip validating
-    it again."""
-    from cristae_zoo.distributed import engine, remember_package
-    from cristae_zoo.predict import load_package, normalize_weights_format
+    zip or model name. The package is loaded (and checked) once, here, before any input is read."""
+    from dataclasses import replace
+
+    from cristae_zoo.distributed import engine, load_restorer
 
     pairs = plan(inputs, output)
     if options.uncertainty:
         _check_ensemble(options, pairs)
-    descr = descr if descr is not None else load_package(package)
-    weights = normalize_weights_format(options.weights, descr)
     package_source = str(_package_source(package))
-    members = []
-    for member in options.members:
-        member_descr = load_package(member)
-        normalize_weights_format(options.weights, member_descr)
-        members.append((str(_package_source(member)), member_descr))
-    if members:
-        from dataclasses import replace
-
-        options = replace(options, members=tuple(m for m, _ in members))
+    restorer = load_restorer(package_source, options.weights, options.tile, options.engine, options.precision)
+    members = tuple(str(_package_source(m)) for m in options.members)
+    for member in members:  # load them now: a bad member is an error before any work
+        load_restorer(member, options.weights, options.tile, options.engine, options.precision)
+    options = replace(options, members=members)
     results = []
     with engine(options.scheduler, options.workers) as eng:
-        remember_package(package_source, descr)
-        for member, member_descr in members:
-            remember_package(member, member_descr)
         for inp, out in pairs:
-            results.append(
-                restore_one(package_source, descr, weights, inp, out, options, eng, progress=progress)
-            )
+            results.append(restore_one(package_source, restorer, inp, out, options, eng, progress=progress))
     return results
 
 
@@ -178,8 +167,7 @@ def _package_source(package: str | Path) -> Path:
 
 def restore_one(
     package: str,
-    descr: Any,
-    weights: str | None,
+    restorer: Any,
     input: Path,
     output: Path,
     options: RestoreOptions,
@@ -189,13 +177,13 @@ def restore_one(
 ) -> RestoreResult:
     from cristae_zoo import __version__
     from cristae_zoo.acquisition import output_kind
-    from cristae_zoo.core.tensors import describe_package
     from cristae_zoo.distributed import PlaneJob, in_order, restore_batch
     from cristae_zoo.rescale import RescaleChoice, rescaled_shape
     from cristae_zoo.units import output_axes, output_planes, plan_units
 
     start = time.perf_counter()
-    tensors = describe_package(descr)
+    tensors = restorer.tensors
+    weights = restorer.weights_format
     acq = open_acquisition(input, axes=options.axes, channel=options.channel, pixel_size_nm=options.pixel_size_nm)
     unit_plan = plan_units(acq, tensors, str(input))
     if Path(output).exists() and not options.overwrite:  # before the slow parts
@@ -208,7 +196,7 @@ def restore_one(
         if options.rescale is not None or options.resample_back:
             flag = "--rescale" if options.rescale is not None else "--resample-back"
             raise CristaeZooError(
-                f"{flag}: the package {descr.name!r} has no rescale requirement (it runs on the file's own pixels);"
+                f"{flag}: the package {restorer.name!r} has no rescale requirement (it runs on the file's own pixels);"
                 " drop the option"
             )
         choice = RescaleChoice(factor=1.0, source="none: the package has no rescale requirement")
@@ -220,9 +208,11 @@ def restore_one(
     written_shape = acq.plane_shape if options.resample_back else (restored_shape[0] * s, restored_shape[1] * s)
     provenance = {
         "software": f"cristae-zoo {__version__}",
-        "model": str(descr.name),
+        "model": restorer.name,
         "package": package,
         "weights": weights or "onnx",
+        "engine": restorer.engine,
+        "precision": restorer.precision,
         "input": str(Path(input).name),
         "rescale_factor": choice.factor,
         "rescale_source": choice.source,
@@ -248,9 +238,11 @@ def restore_one(
     std_output = uncertainty_path(Path(output)) if options.uncertainty else None
     try:
         with ExitStack() as stack:
-            tmp = stack.enter_context(staged_output(Path(output), overwrite=options.overwrite))
-            tmp_std = stack.enter_context(staged_output(std_output, overwrite=options.overwrite)) if std_output else None
-            job = PlaneJob(package=package, weights=weights, tile=options.tile, input=str(Path(input).resolve()),
+            tmp = stack.enter_context(staged_output(Path(output), overwrite=options.overwrite, inputs=[input]))
+            tmp_std = (stack.enter_context(staged_output(std_output, overwrite=options.overwrite, inputs=[input]))
+                       if std_output else None)  # fmt: skip
+            job = PlaneJob(package=package, weights=options.weights, tile=options.tile, engine=options.engine,
+                           precision=options.precision, input=str(Path(input).resolve()),
                            axes=options.axes, channel=options.channel, factor=choice.factor,
                            restored_shape=restored_shape, output_shape=written_shape, plan=unit_plan,
                            out_axes=spec.axes,
@@ -267,23 +259,24 @@ def restore_one(
                     if progress:
                         progress(name, done, len(indices))
             else:
-                # The std units wait in a memory-mapped scratch file beside the output (bounded memory) while
-                # the restoration streams into its TIFF; then they stream into theirs.
-                std_units = None
+                # The std units wait in a scratch file beside the output (bounded memory) while the restoration
+                # streams into its TIFF; then they stream into theirs. Written with write() (a full disk is an
+                # OSError) and read back memory-mapped: writing through a memory map would die by SIGBUS instead.
+                std_file = None
+                unit_shape = (tensors.n_out, *((acq.sizes["Z"],) if unit_plan.spatial == "zyx" else ()),
+                              *written_shape)  # fmt: skip
                 if std_spec is not None:
                     scratch = stack.enter_context(tempfile.TemporaryDirectory(dir=Path(output).parent,
                                                                               prefix=".cristae-zoo-"))  # fmt: skip
-                    unit_shape = (tensors.n_out, *((acq.sizes["Z"],) if unit_plan.spatial == "zyx" else ()),
-                                  *written_shape)  # fmt: skip
-                    std_units = np.lib.format.open_memmap(Path(scratch) / "std.npy", mode="w+", dtype=np.float32,
-                                                          shape=(len(indices), *unit_shape))  # fmt: skip
+                    std_path = Path(scratch) / "std.f32"
+                    std_file = stack.enter_context(open(std_path, "wb"))
 
                 def planes() -> Any:
                     nonlocal done
                     for restored in in_order(eng.executor, restore_batch, batches, job, window=window):
-                        if std_units is not None:
+                        if std_file is not None:
                             restored, std = restored
-                            std_units[done : done + len(std)] = std
+                            std_file.write(np.ascontiguousarray(std, np.float32).tobytes())
                         for unit in restored:
                             yield from output_planes(unit, unit_plan, spec.axes)
                         done += len(restored)
@@ -291,7 +284,9 @@ def restore_one(
                             progress(name, done, len(indices))
 
                 write_tiff_planes(spec, tmp, planes())
-                if std_units is not None:
+                if std_file is not None:
+                    std_file.close()
+                    std_units = np.memmap(std_path, dtype=np.float32, mode="r", shape=(len(indices), *unit_shape))
                     write_tiff_planes(std_spec, tmp_std,
                                       (p for u in std_units for p in output_planes(u, unit_plan, spec.axes)))  # fmt: skip
                     del std_units
@@ -304,7 +299,7 @@ def restore_one(
         raise CristaeZooError(f"{output}: cannot write ({err}); the partial output was removed") from None
     seconds = time.perf_counter() - start
     result = RestoreResult(input=Path(input), output=Path(output), source=acq, spec=spec, choice=choice,
-                           seconds=seconds, engine=eng.description,
+                           seconds=seconds, engine=f"{restorer.description}, {eng.description}",
                            timings={"factor_s": t_factor, "restore_s": seconds - t_factor},
                            uncertainty=std_output)  # fmt: skip
     if options.preview:
@@ -327,8 +322,11 @@ def _rescale_choice(acq: Acquisition, requirement: Any, options: RestoreOptions,
     def estimate() -> Any:
         return estimate_width(list(acq.iter_planes(pick_planes(acq, options.estimate_planes))), name=name)
 
+    from cristae_zoo.acquisition import pixel_size_note
+
     return choose_factor(options.rescale, options.pixel_size_nm, acq.pixel_size_nm, train, name=name,
-                         estimate=estimate, plane_shape=acq.plane_shape)  # fmt: skip
+                         estimate=estimate, plane_shape=acq.plane_shape,
+                         metadata_note=pixel_size_note(acq))  # fmt: skip
 
 
 def _std_spec(spec: OutputSpec, path: Path, options: RestoreOptions) -> OutputSpec:

@@ -102,53 +102,56 @@ class TensorDescription(BaseModel):
 
 
 def describe_package(descr: Any) -> TensorDescription:
-    """The `TensorDescription` of a loaded bioimage.io model (`bioimageio.spec` v0.5 ModelDescr).
+    """The `TensorDescription` of a loaded bioimage.io model (a `bioimageio.spec` v0.5 ModelDescr)."""
+    return describe_rdf(descr.model_dump(mode="json"))
+
+
+def describe_rdf(rdf: dict[str, Any]) -> TensorDescription:
+    """The `TensorDescription` of a model rdf (the YAML as a dict).
 
     Read from `config.cristae_zoo.tensors` when the packager wrote it; otherwise inferred from the rdf's axes (older
     packages, third-party models with one input and one output)."""
-    from bioimageio.spec.model import v0_5
-
-    config = getattr(descr, "config", None)
-    extra = config.model_dump() if hasattr(config, "model_dump") else dict(config or {})
-    block = (extra.get("cristae_zoo") or {}) if isinstance(extra, dict) else {}
+    config = rdf.get("config") or {}
+    block = config.get("cristae_zoo") or {} if isinstance(config, dict) else {}
     if isinstance(block.get("tensors"), dict):
         try:
             return TensorDescription.model_validate(block["tensors"])
         except ValueError as err:
             raise CristaeZooError(f"invalid config.cristae_zoo.tensors in the package: {err}") from None
 
-    ipt, outp = descr.inputs[0], descr.outputs[0]
-    in_axes = {str(a.id): a for a in ipt.axes}
-    out_axes = {str(a.id): a for a in outp.axes}
+    ipt, outp = rdf["inputs"][0], rdf["outputs"][0]
+
+    def axes_by_id(tensor: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {("channel" if a.get("type") == "channel" else str(a.get("id", a.get("type")))): a for a in tensor["axes"]}
+
+    in_axes, out_axes = axes_by_id(ipt), axes_by_id(outp)
     spatial = "".join(a for a in "zyx" if a in in_axes)
     if spatial not in ("yx", "zyx"):
         raise CristaeZooError(f"unsupported input axes {list(in_axes)}: expected (batch, channel, [z], y, x)")
 
-    def channels(axes: dict[str, Any], default: str) -> list[str]:
+    def channels(axes: dict[str, dict[str, Any]], default: str) -> list[str]:
         ch = axes.get("channel")
-        return [str(n) for n in ch.channel_names] if ch is not None else [default]
+        return [str(n) for n in ch.get("channel_names", [])] or [default] if ch is not None else [default]
 
     halo, min_size, step = {}, {}, {}
     scale = 1
     for a in spatial:
-        size = in_axes[a].size
-        if isinstance(size, v0_5.ParameterizedSize):
-            min_size[a], step[a] = int(size.min), int(size.step)
+        size = in_axes[a].get("size")
+        if isinstance(size, dict) and "min" in size:
+            min_size[a], step[a] = int(size["min"]), int(size.get("step", 0))
         elif isinstance(size, int):
             min_size[a], step[a] = int(size), 0
         o = out_axes.get(a)
         if o is None:
             raise CristaeZooError(f"the output has no {a} axis; expected the input's spatial axes {spatial}")
-        ratio = float(getattr(in_axes[a], "scale", 1.0) or 1.0) / float(getattr(o, "scale", 1.0) or 1.0)
+        ratio = float(in_axes[a].get("scale") or 1.0) / float(o.get("scale") or 1.0)
         if a in "yx":
             scale = max(scale, round(ratio))
-        halo[a] = int(getattr(o, "halo", 0) or 0)
+        halo[a] = int(o.get("halo") or 0)
     halo = {a: -(-h // (scale if a in "yx" else 1)) for a, h in halo.items()}  # output px → input px
 
-    frames = False
     legacy = block.get("pssr") if isinstance(block, dict) else None
-    if isinstance(legacy, dict) and int((legacy.get("network") or {}).get("n_frames", 1)) > 1:
-        frames = True
+    frames = isinstance(legacy, dict) and int((legacy.get("network") or {}).get("n_frames", 1)) > 1
 
     rescale = None
     legacy_rescale = block.get("rescale") if isinstance(block, dict) else None
