@@ -307,7 +307,8 @@ def jdll_parse_problems(rdf: Mapping[str, Any]) -> list[str]:
         value = rdf.get(key)
         if value is not None and not isinstance(value, str):
             problems.append(
-                f"{key} is a {type(value).__name__}, JDLL casts it to String (ModelDescriptor.java:{line},"
+                f"{key} is a {'mapping' if isinstance(value, dict) else type(value).__name__}, JDLL casts it to"
+                f" String (ModelDescriptor.java:{line},"
                 " ClassCastException; deepImageJ lists no model)"
             )
     covers = rdf.get("covers")
