@@ -164,3 +164,15 @@ def test_simulation_config_rejects_impossible_values_in_one_line(tmp_path):
             SimulationConfig.from_yaml(path)
         message = str(err.value)
         assert "\n" not in message and field in message, message
+
+
+def test_simulate_with_an_impossible_config_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    import conftest
+
+    bad = tmp_path / "sim.yaml"
+    bad.write_text("peak_photons: [0, 0]\n")  # zero photons: an empty image
+    out = tmp_path / "out"
+    code, _, err = conftest.run_cli(["simulate", out, "--config", bad], capsys, monkeypatch)
+    assert code == 2
+    assert "peak_photons" in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
