@@ -273,6 +273,15 @@ def cmd_predict(
             " K× slower"
         ),
     ] = 1,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="refuse (exit 2, nothing written) an input outside the package's conditions of use (no"
+            " mitochondria in some planes, widths or noise outside the range the model was shown to handle);"
+            " default: warn and record it in the output's metadata",
+        ),
+    ] = False,
     engine: Annotated[
         str,
         typer.Option(
@@ -310,7 +319,7 @@ def cmd_predict(
         weights=weights, tile=tile, batch=batch, axes=axes, channel=channel, rescale=parse_rescale(rescale),
         pixel_size_nm=pixel_size, resample_back=resample_back, overwrite=overwrite, preview=preview,
         scheduler=scheduler, workers=workers, ensemble=ensemble,
-        members=tuple(_abs_package(m) for m in ensemble_member or ()), engine=engine, precision=precision,
+        members=tuple(_abs_package(m) for m in ensemble_member or ()), engine=engine, precision=precision, strict=strict,
     )  # fmt: skip
     plan(input, output)  # user errors before any progress bar
     from cristae_zoo.io import cleanup_on_signals
@@ -330,6 +339,8 @@ def cmd_predict(
             f" on {r.engine})",
             highlight=False,
         )
+        for warning in r.warnings:
+            console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
         if r.uncertainty is not None:
             out.print(f"uncertainty (pixel-wise std over the ensemble) {r.uncertainty}", highlight=False)
         if r.preview is not None:

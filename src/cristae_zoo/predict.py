@@ -314,6 +314,23 @@ class Restorer:
         self._runner: Any = None
 
     @property
+    def config_block(self) -> dict[str, Any]:
+        """The package's rdf `config.cristae_zoo` (empty if none)."""
+        if self.rdf is not None:
+            config = self.rdf.rdf.get("config") or {}
+        else:
+            config = self.descr.model_dump(mode="json").get("config") or {}
+        block = config.get("cristae_zoo") if isinstance(config, dict) else None
+        return block if isinstance(block, dict) else {}
+
+    @property
+    def conditions(self) -> Any:
+        """The package's conditions of use (`conditions.ConditionsOfUse`), or None if it states none."""
+        from cristae_zoo.conditions import read_conditions
+
+        return read_conditions(self.config_block)
+
+    @property
     def description(self) -> str:
         """The engine, e.g. 'onnxruntime 1.23.2 fp32' (after the first prediction) or 'bioimageio.core (onnx)'."""
         if self.engine == "bioimageio":

@@ -62,6 +62,7 @@ class RestoreOptions:
     estimate_planes: int = 5
     ensemble: int = 1  # dihedral test-time augmentations per plane (2–8 → an uncertainty map)
     members: tuple[str, ...] = ()  # more packages averaged with the first one (→ an uncertainty map)
+    strict: bool = False  # refuse inputs outside the package's conditions of use instead of warning
     engine: str = "auto"  # auto | onnxruntime | openvino | bioimageio (cristae_zoo.engines)
     precision: str = "fp32"  # fp32 | bf16 (bf16: OpenVINO on a CPU with bfloat16 units; opt-in)
 
@@ -82,6 +83,7 @@ class RestoreResult:
     uncertainty: Path | None = None  # the pixel-wise standard deviation over the ensemble, beside the output
     engine: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # e.g. outside the package's conditions of use
 
 
 Progress = Callable[[str, int, int], None]  # (file name, planes done, planes total)
@@ -222,6 +224,15 @@ def restore_one(
     }
     if choice.width is not None:
         provenance["estimated_width_px"] = round(choice.width.mean, 3)
+    warnings: list[str] = []
+    conditions = restorer.conditions
+    if conditions is not None:
+        report = _check_conditions(acq, conditions, restored_shape)
+        provenance["conditions_of_use"] = {"measured": report.measured, "outside": report.outside}
+        if not report.ok:
+            if options.strict:
+                raise CristaeZooError(report.message(str(input)) + " (--strict: nothing was written)")
+            warnings.append(report.message(str(input)))
     out_axes = output_axes(acq.axes, tensors.n_out, output_kind(acq, Path(output)))
     spec = output_spec(acq, Path(output), written_shape, 1.0 if options.resample_back else choice.factor * s,
                        provenance, axes=out_axes,
@@ -301,10 +312,24 @@ def restore_one(
     result = RestoreResult(input=Path(input), output=Path(output), source=acq, spec=spec, choice=choice,
                            seconds=seconds, engine=f"{restorer.description}, {eng.description}",
                            timings={"factor_s": t_factor, "restore_s": seconds - t_factor},
-                           uncertainty=std_output)  # fmt: skip
+                           uncertainty=std_output, warnings=warnings)  # fmt: skip
     if options.preview:
         result.preview = write_preview(result)
     return result
+
+
+def _check_conditions(acq: Acquisition, conditions: Any, shape: tuple[int, int]) -> Any:
+    """Measure a sample of the input's planes, rescaled as the network will see them (`conditions.check`)."""
+    from cristae_zoo.conditions import STRUCTURE_PLANES, WIDTH_PLANES, check
+    from cristae_zoo.rescale import pick_planes, resample
+
+    indices = acq.plane_indices()
+    step = max(1, len(indices) // STRUCTURE_PLANES)
+    sampled = indices[::step][:STRUCTURE_PLANES]
+    widest = pick_planes(acq, WIDTH_PLANES)
+    planes = {i: resample(p, shape) for i, p in zip(sorted(set(sampled) | set(widest)),
+                                                     acq.iter_planes(sorted(set(sampled) | set(widest))))}  # fmt: skip
+    return check(conditions, [planes[i] for i in sampled], [planes[i] for i in widest])
 
 
 def _rescale_choice(acq: Acquisition, requirement: Any, options: RestoreOptions, name: str) -> Any:

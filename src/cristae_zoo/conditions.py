@@ -1,0 +1,129 @@
+"""The conditions-of-use check at predict time: is this input like what the model was shown to work on?
+
+A package may state its conditions of use under rdf `config.cristae_zoo.conditions` (`ConditionsOfUse`): the
+range of mitochondrion widths (after rescaling) within which `cristae-zoo study limits` found the restoration
+within 10 % of its quality at the training condition, the highest noise relative to the signal range, and the
+least structure a plane must hold. Before predicting, `check` measures the same quantities on a sample of the
+(rescaled) input planes:
+
+- **structure**: (99.5th percentile − median) / σ_noise, with σ_noise the robust pseudo-residual noise estimate
+  (`data.mask.noise_sigma`). A plane of noise alone scores ~3; the package's test input scores far higher. A plane
+  below `min_structure_snr` holds no mitochondria, and there DeepCristae invents tubes and cristae (docs/trust.md);
+- **width**: the mean mitochondrion width (`rescale.estimate_width`, the estimator `--rescale auto` uses);
+- **relative noise**: σ_noise / (99.8th − 2nd percentile), the noise on the network's normalised scale.
+
+Outside the range, `predict` warns in one line and records the measurement in the output's metadata; `--strict`
+refuses instead. The thresholds are heuristics calibrated on the package's own test input (which must pass, a
+test checks it) and on simulated out-of-range inputs; they flag likely trouble, they do not prove a result right.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from cristae_zoo.errors import CristaeZooError
+
+#: Planes measured per file: the `pick_planes` ones with the most signal (width, noise) and an even sample of all
+#: planes (structure: are some planes empty?).
+WIDTH_PLANES = 5
+STRUCTURE_PLANES = 16
+
+
+class ConditionsOfUse(BaseModel):
+    """What the model was shown to work on (rdf `config.cristae_zoo.conditions`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    width_px: tuple[float, float] | None = Field(None, description="mean mitochondrion width after rescaling (px)")
+    max_relative_noise: float | None = Field(None, gt=0, description="σ_noise / (p99.8 − p2) at most")
+    min_structure_snr: float = Field(6.0, gt=0, description="(p99.5 − median) / σ_noise at least, per plane")
+    source: str = Field("", description="where the ranges come from (study, date)")
+
+
+@dataclass
+class ConditionsReport:
+    measured: dict[str, Any]
+    outside: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.outside
+
+    def message(self, name: str) -> str:
+        return f"{name}: outside the model's conditions of use: " + "; ".join(self.outside)
+
+
+def read_conditions(config_block: dict[str, Any]) -> ConditionsOfUse | None:
+    raw = config_block.get("conditions") if isinstance(config_block, dict) else None
+    if raw is None:
+        return None
+    try:
+        return ConditionsOfUse.model_validate(raw)
+    except ValueError as err:
+        raise CristaeZooError(f"invalid config.cristae_zoo.conditions in the package: {err}") from None
+
+
+def structure_snr(plane: np.ndarray) -> float:
+    from cristae_zoo.data.mask import noise_sigma
+
+    plane = np.asarray(plane, np.float64)
+    sigma = noise_sigma(plane)
+    p50, p995 = np.percentile(plane, [50.0, 99.5])
+    return float((p995 - p50) / max(sigma, 1e-12 * max(1.0, abs(p995))))
+
+
+def relative_noise(plane: np.ndarray) -> float:
+    from cristae_zoo.data.mask import noise_sigma
+
+    plane = np.asarray(plane, np.float64)
+    lo, hi = np.percentile(plane, [2.0, 99.8])
+    return float(noise_sigma(plane) / max(hi - lo, 1e-12))
+
+
+def check(
+    conditions: ConditionsOfUse, structure_planes: list[np.ndarray], width_planes: list[np.ndarray]
+) -> ConditionsReport:
+    """Measure the (rescaled) planes and compare with `conditions`."""
+    from cristae_zoo.rescale import estimate_width
+
+    snrs = [structure_snr(p) for p in structure_planes]
+    empty = [s for s in snrs if s < conditions.min_structure_snr]
+    measured: dict[str, Any] = {
+        "planes_sampled": len(snrs),
+        "planes_without_structure": len(empty),
+        "structure_snr_min": round(min(snrs), 2) if snrs else None,
+    }
+    report = ConditionsReport(measured)
+    if empty:
+        report.outside.append(
+            f"{len(empty)} of {len(snrs)} sampled planes hold no mitochondria (structure SNR {min(snrs):.1f} <"
+            f" {conditions.min_structure_snr:g}); the model may invent structure there"
+        )
+    full = [p for p, s in zip(width_planes, [structure_snr(p) for p in width_planes])
+            if s >= conditions.min_structure_snr]  # fmt: skip
+    if not full:
+        return report
+    noise = float(np.median([relative_noise(p) for p in full]))
+    measured["relative_noise"] = round(noise, 4)
+    if conditions.max_relative_noise is not None and noise > conditions.max_relative_noise:
+        report.outside.append(
+            f"noise {noise:.3f} of the signal range > {conditions.max_relative_noise:.3f} (noisier than the model"
+            " was shown to handle)"
+        )
+    if conditions.width_px is not None:
+        try:
+            width = estimate_width(full).mean
+        except CristaeZooError:
+            width = None
+        measured["width_px"] = None if width is None else round(width, 2)
+        lo, hi = conditions.width_px
+        if width is not None and not lo <= width <= hi:
+            report.outside.append(
+                f"mitochondria {width:.1f} px wide after rescaling, outside {lo:g}–{hi:g} px (rescale: --rescale"
+                " auto, --pixel-size or --rescale)"
+            )
+    return report
