@@ -9,26 +9,33 @@ import pytest
 
 from cristae_zoo.config import NetworkConfig
 from cristae_zoo.errors import CristaeZooError
-from cristae_zoo.export import ExportContext, exporters, load_trained_model
+from cristae_zoo.export import ExportContext, exporters
 from cristae_zoo.export.base import keras_predict
 from cristae_zoo.export.halo import (
+    cut_tiling_errors,
     declared_halo,
-    measure_halo,
+    halo_candidates,
     min_input_size,
     receptive_field,
     tiled_apply,
 )
-from cristae_zoo.export.testing import make_model_dir
+from cristae_zoo.export.torchscript import build_torch_unet, copy_keras_weights
 from cristae_zoo.models.unet import build_unet
 
 TINY = NetworkConfig(depth=2, filters=4)
 
 
+def unet_context(network: NetworkConfig, work: Path, seed: int = 3) -> ExportContext:
+    model = build_unet(network, seed=seed)
+    ctx = ExportContext(model, torch_twin=lambda: copy_keras_weights(build_torch_unet(network), model, network),
+                        work_dir=work)  # fmt: skip
+    ctx.work_dir.mkdir()
+    return ctx
+
+
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory):
-    work = tmp_path_factory.mktemp("export")
-    context = ExportContext(build_unet(TINY, seed=3), TINY, work_dir=work / "ctx")
-    context.work_dir.mkdir()
+    context = unet_context(TINY, tmp_path_factory.mktemp("export") / "ctx")
     yield context
     context.cleanup()
 
@@ -65,20 +72,51 @@ def test_onnx_graph_is_what_the_clients_need(ctx, x, tmp_path):
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", 1, "y", "x"]
 
 
-def test_saved_model_zip_is_flat(ctx, x, tmp_path):
+def test_saved_model_is_frozen_for_tf_2_7(ctx, x, tmp_path):
+    """No variables and no DisableCopyOnRead (TF 2.7, deepImageJ's default engine, cannot load them); zip flat."""
     import zipfile
 
+    from cristae_zoo.clients import TF27_UNKNOWN_OPS, savedmodel_ops
+    from cristae_zoo.export.tensorflow import VARIABLE_OPS
+
     result = exporters()["tensorflow_saved_model_bundle"].export_and_check(ctx, tmp_path, x)
-    names = zipfile.ZipFile(result.path).namelist()
-    assert "saved_model.pb" in names and "variables/variables.index" in names
+    assert "saved_model.pb" in zipfile.ZipFile(result.path).namelist()
+    ops = savedmodel_ops(result.path)
+    assert "Conv2D" in ops and not ops & (TF27_UNKNOWN_OPS | VARIABLE_OPS) and "DisableCopyOnRead" in TF27_UNKNOWN_OPS
+
+
+def test_torchscript_graph_has_no_op_unknown_to_old_torch(tmp_path):
+    """The twins are traced: F.interpolate's unused branches (aten::_upsample_lanczos2d_aa, unknown to torch 2.7)
+    are not in the saved graph; a scripted twin has them, and the check sees it."""
+    import torch
+
+    from cristae_zoo.clients import torchscript_ops
+    from cristae_zoo.export.torchscript import old_torch_problems
+    from cristae_zoo.pssr.network import PSSRNetworkConfig, build_pssr
+    from cristae_zoo.pssr.torch_twin import build_twin
+
+    net = PSSRNetworkConfig(n_frames=5, filters=4, depth=1, head_filters=4)  # bilinear 4× + sub-pixel convs
+    model = build_pssr(net)
+    c = ExportContext(model, n_in=5, torch_twin=lambda: build_twin(model, net), work_dir=tmp_path / "w")
+    c.work_dir.mkdir()
+    x = np.random.default_rng(0).normal(size=(1, 5, 16, 20)).astype(np.float32)
+    exporter = exporters()["torchscript"]
+    result = exporter.export_and_check(c, tmp_path / "pkg", x)
+    ops = torchscript_ops(result.path)
+    assert "aten::upsample_bilinear2d" in ops and old_torch_problems(result.path) == []
+    assert not any("lanczos" in op or op.endswith("_aa") for op in ops)
+    x2 = np.random.default_rng(1).normal(size=(3, 5, 24, 12)).astype(np.float32)  # traced, still dynamic
+    np.testing.assert_allclose(exporter.predict(result.path, x2), keras_predict(model, x2), atol=1e-5)
+    scripted = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(build_twin(model, net)), str(scripted))
+    assert any("aten::_upsample_lanczos2d_aa" in p for p in old_torch_problems(scripted))
 
 
 def test_torchscript_twin_depth3_and_non_residual(tmp_path):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 1, 48, 40)).astype(np.float32)
     for network in (NetworkConfig(depth=3, filters=4), NetworkConfig(depth=1, filters=4, residual=False)):
-        c = ExportContext(build_unet(network, seed=0), network, work_dir=tmp_path / f"w{network.depth}")
-        c.work_dir.mkdir()
+        c = unet_context(network, tmp_path / f"w{network.depth}", seed=0)
         result = exporters()["torchscript"].export_and_check(c, tmp_path / f"d{network.depth}", x)
         assert result.max_abs_diff < 1e-5
 
@@ -92,6 +130,16 @@ def test_export_mismatch_is_an_error(ctx, x, tmp_path):
 
     with pytest.raises(CristaeZooError, match="differ from the Keras model"):
         Broken().export_and_check(ctx, tmp_path, x)
+
+
+def test_config_not_matching_weights_is_caught_by_the_twin(tmp_path):
+    model = build_unet(TINY, seed=0)
+    other = NetworkConfig(depth=2, filters=8)
+    c = ExportContext(model, torch_twin=lambda: copy_keras_weights(build_torch_unet(other), model, other),
+                      work_dir=tmp_path / "w")  # fmt: skip
+    c.work_dir.mkdir()
+    with pytest.raises(CristaeZooError, match="does not match weights.keras"):
+        exporters()["torchscript"].export_and_check(c, tmp_path / "out", np.zeros((1, 1, 32, 32), np.float32))
 
 
 # ---------------------------------------------------------------------------------------------------- halo
@@ -125,62 +173,18 @@ def test_receptive_field_bounds_the_gradient():
     assert 0 < extent <= rf
 
 
-def test_measured_halo_makes_tiling_seamless():
-    net = NetworkConfig(depth=2, filters=4)
-    model = build_unet(net, seed=0)
-    m = measure_halo(lambda im: keras_predict(model, im[None, None])[0, 0], net, inner=24)
-    assert m.declared == 24 and m.receptive_field == 23
-    assert m.measured is not None and m.measured <= m.declared
-    assert m.max_diff_at_declared < 1e-5
-    assert m.diffs[0] > 1e-3  # without a halo the tiles show seams
-
-
 def test_tiled_apply_covers_every_pixel():
     image = np.arange(100 * 84, dtype=np.float32).reshape(100, 84)
     out = tiled_apply(lambda t: t * 2, image, inner=16, halo=8, min_size=24)
     np.testing.assert_array_equal(out, image * 2)
 
 
-# ------------------------------------------------------------------------------------------- model folders
-
-
-def test_load_trained_model(tmp_path):
-    model_dir = make_model_dir(tmp_path, TINY)
-    trained = load_trained_model(model_dir)
-    assert trained.network == TINY
-
-
-def test_model_folder_without_weights(tmp_path):
-    model_dir = make_model_dir(tmp_path, TINY)
-    (model_dir / "weights.keras").unlink()
-    with pytest.raises(CristaeZooError, match="no weights.keras"):
-        load_trained_model(model_dir)
-
-
-def test_model_folder_with_corrupt_weights(tmp_path):
-    model_dir = make_model_dir(tmp_path, TINY)
-    (model_dir / "weights.keras").write_bytes(b"not a keras file")
-    with pytest.raises(CristaeZooError, match="cannot load as a Keras model"):
-        load_trained_model(model_dir)
-
-
-def test_missing_model_folder(tmp_path):
-    with pytest.raises(CristaeZooError, match="not a folder"):
-        load_trained_model(tmp_path / "nope")
-
-
-def test_config_not_matching_weights(tmp_path):
-    """A config.yaml that does not describe weights.keras is caught by the TorchScript twin."""
-    from cristae_zoo.config import TrainConfig
-
-    model_dir = make_model_dir(tmp_path, TINY)
-    TrainConfig(network=NetworkConfig(depth=2, filters=8)).to_yaml(model_dir / "config.yaml")
-    trained = load_trained_model(model_dir)
-    c = ExportContext(trained.keras_model, trained.network, work_dir=tmp_path / "w")
-    c.work_dir.mkdir()
-    x = np.zeros((1, 1, 32, 32), np.float32)
-    with pytest.raises(CristaeZooError, match="does not match weights.keras"):
-        exporters()["torchscript"].export_and_check(c, tmp_path / "out", x)
+def test_cut_tiling_errors_vanish_at_the_receptive_field():
+    model = build_unet(TINY, seed=0)
+    x = np.random.default_rng(0).normal(size=(1, 1, 64, 64)).astype(np.float32)
+    errors = cut_tiling_errors(lambda t: keras_predict(model, t), x, -1, halo_candidates(24, 4), 4)
+    assert errors[0] > 1e-3 and errors[24] < 1e-5 and 0 in errors and 24 in errors
+    assert halo_candidates(56, 8, most=4) == [0, 16, 40, 56]
 
 
 def test_exporters_order_and_parents():

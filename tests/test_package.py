@@ -1,8 +1,11 @@
-"""The bioimage.io package: rdf fields, bioimageio.core test, predict through the CLI, tiling, bad inputs."""
+"""The one packager: every system variant packaged from a tiny untrained network, the rdf fields clients need,
+bioimage.io validation and tests, and the safety rules (atomic, size-capped, never replacing what it should not)."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,261 +16,276 @@ from typer.testing import CliRunner
 from cristae_zoo.cli_zoo import run_package_tests
 from cristae_zoo.config import NetworkConfig
 from cristae_zoo.errors import CristaeZooError
-from cristae_zoo.export.package import MAX_PACKAGE_BYTES, package_model
-from cristae_zoo.export.testing import make_model_dir
-from cristae_zoo.predict import load_package, predict_file, predict_image, resolve_package
+from cristae_zoo.export.package import (
+    KERAS_WEIGHTS_NAME,
+    MAX_PACKAGE_BYTES,
+    TrainedNetwork,
+    package_model,
+    package_network,
+)
+from cristae_zoo.export.testing import make_model_dir, synthetic_mito_image
 
 TINY = NetworkConfig(depth=2, filters=4)
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """One tiny package (folder + zip) shared by the tests of this module."""
-    root = tmp_path_factory.mktemp("pkg")
-    model_dir = make_model_dir(root, TINY)
-    result = package_model(model_dir, root / "model_zoo" / "tiny", crop=128)
-    return result
-
-
-@pytest.fixture(scope="module")
-def rdf(built):
-    return yaml.safe_load(built.rdf.read_text())
-
-
-@pytest.fixture
-def app(zoo_app):
-    return zoo_app
-
 
 pytestmark = pytest.mark.usefixtures("scratch_cwd")
 
 
-# ------------------------------------------------------------------------------------------------- rdf fields
+def tiny_network(variant: str) -> tuple[TrainedNetwork, np.ndarray]:
+    """A tiny untrained network of `variant` (random weights) and a raw test image for it."""
+    from cristae_zoo.core.system import get_system
+    from cristae_zoo.labelfree.network import LabelFreeNetworkConfig
+    from cristae_zoo.pssr.network import PSSRNetworkConfig
+
+    if variant == "labelfree-2d":
+        name, kw = "labelfree", {"data_dir": "data", "network": LabelFreeNetworkConfig(depth=1, filters=2)}
+        image = synthetic_mito_image((60, 64))
+    elif variant in ("pssr-sf", "pssr-mf"):
+        frames = 1 if variant == "pssr-sf" else 5
+        net = PSSRNetworkConfig(n_frames=frames, filters=4, depth=1, head_filters=4)
+        name, kw = "pssr", {"data_dir": "data", "network": net}
+        image = np.stack([synthetic_mito_image((48, 52), seed=i) // 4 for i in range(7)])  # a TYX movie
+    elif variant == "luminescence-3d":
+        net = LabelFreeNetworkConfig(ndim=3, depth=1, filters=2, n_out=2)
+        name, kw = "luminescence", {"data_dir": "data", "network": net, "patch_size": [8, 16, 16]}
+        image = np.stack([synthetic_mito_image((40, 44), seed=i) for i in range(10)])
+    else:
+        raise ValueError(variant)
+    system = get_system(name)
+    config = system.config_class(**kw)
+    return TrainedNetwork(name, config, system.build_keras(config)), image
 
 
-def test_axes(rdf):
-    (inp,) = rdf["inputs"]
-    (out,) = rdf["outputs"]
-    assert inp["id"] == "input" and out["id"] == "output"
-    for t in (inp, out):
-        assert [a.get("id", a["type"]) for a in t["axes"]] == ["batch", "channel", "y", "x"]
-        assert [a["type"] for a in t["axes"]] == ["batch", "channel", "space", "space"]
-    for a in inp["axes"][2:]:
-        assert a["size"] == {"min": 52, "step": 4}  # 2·halo + 1 rounded up to the step 2**depth
-    for a in out["axes"][2:]:
-        assert a["size"] == {"tensor_id": "input", "axis_id": a["id"]}
-        assert a["halo"] == 24 and a["size"] and 52 - 2 * a["halo"] >= 1
+VARIANTS = ["labelfree-2d", "pssr-sf", "pssr-mf", "luminescence-3d"]
 
 
-def test_preprocessing(rdf):
-    steps = [p for p in rdf["inputs"][0]["preprocessing"] if p["id"] == "scale_range"]
-    assert len(steps) == 1
-    kw = steps[0]["kwargs"]
-    assert kw["axes"] == ["y", "x"]
-    assert (kw["min_percentile"], kw["max_percentile"]) == (2.0, 99.8)
-    assert all(p["id"] == "ensure_dtype" for p in rdf["outputs"][0].get("postprocessing", []))
+@pytest.fixture(scope="module")
+def deepcristae(tmp_path_factory):
+    """DeepCristae through `package_model` from a model folder (the folder's config predates `system:`)."""
+    root = tmp_path_factory.mktemp("deepcristae")
+    model_dir = make_model_dir(root, TINY)
+    return package_model(model_dir, root / "model_zoo" / "tiny", crop=128), model_dir
 
 
-def test_config(rdf, built):
-    assert rdf["config"]["deepimagej"]["allow_tiling"] is True
-    rescale = rdf["config"]["cristae_zoo"]["rescale"]
-    assert rescale["training_pixel_size_nm"] == 25.0
-    assert rescale["mitochondrion_width_px"] == 15.64
-    assert rescale["mitochondrion_width_nm"] == 391.0
-    assert rescale["paper_factors"] == {"fast_sted": 1.87, "live_sr": 2.6, "llsm": 4.16}
-    assert "Scale..." in rescale["imagej_macro"]
-    halo = rdf["config"]["cristae_zoo"]["halo"]
-    assert halo["declared_px"] >= halo["receptive_field_px"] and halo["declared_px"] >= halo["measured_px"]
-    diffs = rdf["config"]["cristae_zoo"]["export"]["max_abs_diff_vs_keras"]
-    assert set(diffs) == {"tensorflow_saved_model_bundle", "onnx", "torchscript"}
-    assert max(diffs.values()) < 1e-4
+@pytest.fixture(scope="module", params=VARIANTS)
+def variant(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.param)
+    trained, image = tiny_network(request.param)
+    result = package_network(trained, root / request.param, test_input=image, zip_package=False)
+    return request.param, result, trained
 
 
-def test_weights(rdf):
-    w = rdf["weights"]
-    assert set(w) == {"tensorflow_saved_model_bundle", "onnx", "torchscript"}
-    assert w["tensorflow_saved_model_bundle"].get("parent") is None
-    assert w["onnx"]["parent"] == w["torchscript"]["parent"] == "tensorflow_saved_model_bundle"
-    assert w["onnx"]["opset_version"] == 17
-    assert w["tensorflow_saved_model_bundle"]["tensorflow_version"].startswith("2.")
+def rdf_of(result) -> dict:
+    return yaml.safe_load(result.rdf.read_text())
 
 
-def test_static_fields_and_files(rdf, built):
-    folder = built.folder
-    assert rdf["name"] and rdf["license"] == "MIT" and "mitochondria" in rdf["tags"]
-    cites = {c.get("doi") or c.get("url") for c in rdf["cite"]}
-    assert {"10.1038/s41592-018-0216-7", "10.1007/978-3-319-24574-4_28", "https://hal.science/hal-04295317"} <= cites
-    for entry in [rdf["documentation"], *rdf["covers"], *rdf.get("attachments", [])]:
-        assert (folder / entry["source"]).is_file()
-    readme = (folder / rdf["documentation"]["source"]).read_text()
-    assert "## Validation" in readme
-    assert "DeepCristae (tiny test model)" in readme  # evaluation/summary.md included
-    assert "Image › Scale…" in readme and 'run("Scale..."' in readme
-    assert "pixel size in nm) / 25" in readme and "15.64 / (mean width in px)" in readme
-    assert "ONNX" in readme
+def sha_of_folder(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        h.update(str(p.relative_to(folder)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
 
 
-def test_test_tensors(rdf, built):
-    folder = built.folder
-    x = np.load(folder / rdf["inputs"][0]["test_tensor"]["source"])
-    y = np.load(folder / rdf["outputs"][0]["test_tensor"]["source"])
-    assert x.shape == y.shape == (1, 1, 128, 128) and x.dtype == np.float32
+# ------------------------------------------------------------------------------------------------- every variant
+
+
+def check_rdf_for_clients(result, trained) -> dict:
+    from bioimageio.spec import InvalidDescr, load_description
+
+    descr = load_description(result.rdf, perform_io_checks=True)
+    assert not isinstance(descr, InvalidDescr), descr.validation_summary.format()
+    rdf = rdf_of(result)
+    # deepImageJ casts these to String and needs an id; spec 0.5.9/0.5.10 reject mappings
+    assert isinstance(rdf["documentation"], str) and rdf["documentation"] == "README.md"
+    assert rdf["covers"] == ["cover.png"]
+    assert isinstance(rdf["id"], str) and rdf["id"]
+    assert rdf["format_version"] == "0.5.9"
+    td = result.tensors
+    cz = rdf["config"]["cristae_zoo"]
+    assert cz["system"] == trained.system and cz["version"]
+    assert cz["tensors"] == td.model_dump(mode="json")
+    assert cz["training"]["system"] == trained.system
+    assert set(cz["export"]["max_abs_diff_vs_keras"]) == {"tensorflow_saved_model_bundle", "onnx", "torchscript"}
+    assert max(cz["export"]["max_abs_diff_vs_keras"].values()) < 1e-4
+    assert set(cz["halo"]["tiling_max_abs_diff_by_halo"]) == set(td.spatial_axes)
+    # axis scales: none for an output of the input's size; s² in and s out for an s× model (JDLL and the spec agree)
+    ins, outs = rdf["inputs"][0]["axes"][2:], rdf["outputs"][0]["axes"][2:]
+    for a_in, a_out in zip(ins, outs):
+        if td.output_scale > 1 and a_in["id"] in "yx":
+            assert (a_in["scale"], a_out["scale"]) == (td.output_scale**2, td.output_scale)
+            assert a_in["scale"] / a_out["scale"] == a_out["scale"]
+        else:
+            assert "scale" not in a_in and "scale" not in a_out and "unit" not in a_in
+        assert a_out.get("halo", 0) == td.halo.get(a_in["id"], 0) * td.axis_scale(a_in["id"])
+    assert [c for c in rdf["inputs"][0]["axes"][1]["channel_names"]] == td.input_channels
+    assert [c for c in rdf["outputs"][0]["axes"][1]["channel_names"]] == td.output_channels
+    # honest tags: no client claimed, the formats written and the dimensionality
+    tags = set(rdf["tags"])
+    assert not tags & {"deepimagej", "ilastik"}
+    assert {"tensorflow", "onnx", "torchscript", f"{td.ndim}d"} <= tags
+    # attachments: Keras weights (fine-tuning) and the training config
+    names = {Path(a["source"]).name for a in rdf["attachments"]}
+    assert {KERAS_WEIGHTS_NAME, "training_config.yaml"} <= names
+    assert yaml.safe_load((result.folder / "training_config.yaml").read_text())["system"] == trained.system
+    # README: the rescale section only with a rescale requirement, and then with the training pixel size
+    readme = (result.folder / "README.md").read_text()
+    assert "## Validation" in readme and "## Input and output" in readme and "## Training" in readme
+    if td.rescale is None:
+        assert "Rescale your image first" not in readme
+    else:
+        assert "Rescale your image first" in readme and f"**{td.rescale.pixel_size_nm:g} nm pixels**" in readme
+    # test and sample tensors
+    x = np.load(result.folder / "test_input.npy")
+    y = np.load(result.folder / "test_output.npy")
+    assert x.shape[1] == td.n_in and y.shape[1] == td.n_out and x.dtype == np.float32
     np.testing.assert_array_equal(x, np.rint(x))  # integer-valued
-    sample = tifffile.imread(folder / rdf["inputs"][0]["sample_tensor"]["source"])
-    np.testing.assert_array_equal(sample, x[0, 0])  # same pixels as the test input
+    assert y.shape[-2:] == tuple(s * td.output_scale for s in x.shape[-2:])
+    with tifffile.TiffFile(result.folder / "sample_input.tif") as tif:
+        axes = tif.series[0].axes
+        np.testing.assert_array_equal(tif.asarray(), x[0, 0] if td.n_in == 1 else np.moveaxis(x[0], 0, 1) if td.ndim == 3 else x[0])
+    expected_axes = td.spatial_axes.upper() if td.n_in == 1 else ("ZCYX" if td.ndim == 3 else "CYX")
+    assert axes == expected_axes  # several channels: an ImageJ hyperstack with a C axis
+    assert result.size_bytes < MAX_PACKAGE_BYTES
+    return rdf
 
 
-def test_package_size_and_zip(built):
-    assert built.size_bytes < MAX_PACKAGE_BYTES
-    assert built.zip_path is not None and built.zip_path.is_file()
-    assert load_package(built.zip_path).name == load_package(built.folder).name
+def test_every_variant_is_packaged_for_the_clients(variant):
+    name, result, trained = variant
+    rdf = check_rdf_for_clients(result, trained)
+    if name == "pssr-mf":
+        assert rdf["config"]["cristae_zoo"]["tensors"]["frames_as_channels"] is True
+        readme = (result.folder / "README.md").read_text()
+        assert "ilastik: not applicable" in readme
 
 
-# -------------------------------------------------------------------------------------------- running it
+def test_deepcristae_from_a_model_folder(deepcristae):
+    result, model_dir = deepcristae
+    rdf = check_rdf_for_clients(result, TrainedNetwork("deepcristae", None, None))
+    rescale = rdf["config"]["cristae_zoo"]["tensors"]["rescale"]
+    assert rescale["pixel_size_nm"] == 25.0
+    assert rdf["config"]["cristae_zoo"]["rescale"]["training_pixel_size_nm"] == 25.0  # the older layout, still read
+    names = {Path(a["source"]).name for a in rdf["attachments"]}
+    assert {"training_history.csv", "evaluation_metrics.csv"} <= names
+    readme = (result.folder / "README.md").read_text()
+    assert "DeepCristae (tiny test model)" in readme  # evaluation/summary.md included
+    assert result.zip_path is not None and result.zip_path.is_file()
 
 
-def test_bioimageio_core_test_passes_for_every_format(built):
-    results = run_package_tests(str(built.folder))
-    assert [wf for wf, _ in results] == ["onnx", "tensorflow_saved_model_bundle", "torchscript"]
+@pytest.mark.parametrize("which", ["deepcristae", "pssr-mf"])
+def test_bioimageio_core_test_passes_for_every_format(which, deepcristae, tmp_path_factory):
+    if which == "deepcristae":
+        folder = deepcristae[0].folder
+    else:
+        trained, image = tiny_network(which)
+        folder = package_network(trained, tmp_path_factory.mktemp("t") / which, test_input=image, zip_package=False).folder
+    results = run_package_tests(str(folder))
+    assert sorted(wf for wf, _ in results) == ["onnx", "tensorflow_saved_model_bundle", "torchscript"]
     for wf, summary in results:
         failed = [d.name for d in summary.details if d.status == "failed"]
         assert summary.status == "passed", (wf, failed)
 
 
-def test_cli_test_command(built, app):
-    result = CliRunner().invoke(app, ["test", str(built.zip_path), "--weights", "onnx"])
-    assert result.exit_code == 0, result.output
-    assert "passed" in result.output
+def test_cli_package_command(deepcristae, tmp_path, zoo_app):
+    """`cristae-zoo package` refuses an existing package without --overwrite (exit 2, one line, nothing changed)."""
+    result, model_dir = deepcristae
+    before = sha_of_folder(result.folder)
+    run = CliRunner().invoke(zoo_app, ["package", str(model_dir), "-o", str(result.folder)])
+    assert run.exit_code == 2 and "--overwrite" in run.output and "Traceback" not in run.output
+    assert sha_of_folder(result.folder) == before
 
 
-@pytest.mark.parametrize("weights", ["onnx", "tensorflow", "torchscript"])
-def test_cli_predict_equals_test_output(built, app, tmp_path, weights):
-    folder = built.folder
-    out = tmp_path / "restored.tif"
-    result = CliRunner().invoke(
-        app, ["predict", str(folder), str(folder / "sample_input.tif"), "--output", str(out), "--weights", weights]
-    )
-    assert result.exit_code == 0, result.output
-    expected = np.load(folder / "test_output.npy")[0, 0]
-    np.testing.assert_allclose(tifffile.imread(out), expected, atol=1e-5)
+# ---------------------------------------------------------------------------------------------- safety (issue 16)
 
 
-def test_predict_by_model_name(built, tmp_path, monkeypatch):
-    monkeypatch.chdir(built.folder.parent.parent)  # the folder holding model_zoo/
-    assert resolve_package("tiny") == (built.folder / "rdf.yaml").resolve()
-    x = np.load(built.folder / "test_input.npy")
-    np.testing.assert_allclose(
-        predict_image("tiny", x[0, 0]), np.load(built.folder / "test_output.npy")[0, 0], atol=1e-5
-    )
+def test_refuses_to_replace_a_model_folder_even_with_overwrite(tmp_path):
+    model_dir = make_model_dir(tmp_path, TINY)
+    other = make_model_dir(tmp_path / "other", TINY)
+    hashes = {p: sha_of_folder(p) for p in (model_dir, other, tmp_path / "data")}
+    for target in (model_dir, model_dir.parent, other, other.parent):  # the input, its parent, another model, its parent
+        for overwrite in (False, True):
+            with pytest.raises(CristaeZooError, match="model folder|trained model|holds"):
+                package_model(model_dir, target, overwrite=overwrite)
+    assert {p: sha_of_folder(p) for p in hashes} == hashes
 
 
-def test_tiled_equals_untiled(built):
-    rng = np.random.default_rng(3)
-    image = (rng.poisson(40, size=(203, 190)) + 100).astype(np.float32)  # not a multiple of the step
-    calls = []
-    untiled = predict_image(built.folder, image, tile=None)
-    tiled = predict_image(built.folder, image, tile=64, progress=lambda done, total: calls.append(total))
-    assert calls and calls[-1] > 1  # really tiled
-    assert tiled.shape == untiled.shape == image.shape
-    np.testing.assert_allclose(tiled, untiled, atol=1e-5)
+def test_refuses_a_folder_that_is_not_a_package(tmp_path):
+    model_dir = make_model_dir(tmp_path, TINY)
+    data = tmp_path / "mydata"
+    data.mkdir()
+    (data / "precious.tif").write_bytes(b"x" * 100)
+    before = sha_of_folder(data)
+    for overwrite in (False, True):
+        with pytest.raises(CristaeZooError, match="not a package folder"):
+            package_model(model_dir, data, overwrite=overwrite)
+    assert sha_of_folder(data) == before
+    file_out = tmp_path / "file.txt"
+    file_out.write_text("keep")
+    with pytest.raises(CristaeZooError, match="not a folder"):
+        package_model(model_dir, file_out, overwrite=True)
+    assert file_out.read_text() == "keep"
 
 
-def test_declared_halo_leaves_no_block_artifacts_in_bioimageio_core(built):
-    """bioimageio.core's own blockwise prediction (smallest blocks: min + 1·step, the declared halo) equals the
-    whole-image prediction except within one halo of the image border, where core mirror-pads the blocks."""
-    from bioimageio.core import create_prediction_pipeline, predict
-
-    from cristae_zoo.export.testing import synthetic_mito_image
-
-    descr = load_package(built.folder)
-    halo = built.halo.declared
-    image = synthetic_mito_image((200, 200), seed=2)
-    whole = predict_image(descr, image, tile=None)
-    pp = create_prediction_pipeline(descr, weights_format="onnx")  # `predict` loads and unloads it
-    blocks = predict(model=pp, inputs=image[None, None], blocksize_parameter=1)
-    blockwise = blocks.members["output"].data.to_numpy()[0, 0]
-    np.testing.assert_allclose(blockwise[halo:-halo, halo:-halo], whole[halo:-halo, halo:-halo], atol=1e-5)
+def test_existing_package_needs_overwrite_then_is_replaced(tmp_path):
+    trained, image = tiny_network("labelfree-2d")
+    out = tmp_path / "pkg"
+    package_network(trained, out, test_input=image, zip_package=False)
+    before = sha_of_folder(out)
+    with pytest.raises(CristaeZooError, match="--overwrite"):
+        package_network(trained, out, test_input=image, zip_package=False)
+    assert sha_of_folder(out) == before
+    (out / "stale.txt").write_text("from the old package")
+    package_network(trained, out, test_input=image * 2, zip_package=False, overwrite=True)
+    assert not (out / "stale.txt").exists() and (out / "rdf.yaml").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging or old copy left
 
 
-def test_small_image_is_padded(built):
-    image = np.random.default_rng(0).poisson(40, size=(30, 41)).astype(np.float32)
-    assert predict_image(built.folder, image).shape == (30, 41)
+def test_size_cap_and_failure_leave_nothing(tmp_path, monkeypatch):
+    trained, image = tiny_network("labelfree-2d")
+    with pytest.raises(CristaeZooError, match="cap"):  # refused from the parameter count, before exporting
+        package_network(trained, tmp_path / "big", test_input=image, zip_package=False, max_bytes=10_000)
+    assert list(tmp_path.iterdir()) == []  # no package, no hidden staging folder
+
+    from cristae_zoo.export import package as packager
+
+    monkeypatch.setattr(packager, "preprocess_like_core", _fail_in_the_middle)
+    with pytest.raises(CristaeZooError, match="simulated failure"):
+        package_network(trained, tmp_path / "half", test_input=image, zip_package=False)
+    assert list(tmp_path.iterdir()) == []
 
 
-# ----------------------------------------------------------------------------------------------- bad input
+def _fail_in_the_middle(descr):
+    raise CristaeZooError("simulated failure in the middle")
 
 
-def _one_line(result) -> str:
-    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
-    return lines[-1]
+def test_test_input_of_the_wrong_shape(tmp_path):
+    trained, image = tiny_network("pssr-mf")
+    with pytest.raises(CristaeZooError, match="channel"):
+        package_network(trained, tmp_path / "p", test_input=image[:3], zip_package=False)
+    with pytest.raises(CristaeZooError, match="too small"):
+        package_network(trained, tmp_path / "p", test_input=image[:, :8, :8], zip_package=False)
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_model_folder_without_weights(tmp_path, app):
+def test_model_folder_without_weights(tmp_path, zoo_app):
     model_dir = make_model_dir(tmp_path, TINY)
     (model_dir / "weights.keras").unlink()
     with pytest.raises(CristaeZooError, match="no weights.keras"):
         package_model(model_dir, tmp_path / "out")
-    result = CliRunner().invoke(app, ["package", str(model_dir), "--output", str(tmp_path / "out")])
-    assert result.exit_code == 2
-    assert "no weights.keras" in _one_line(result) and "Traceback" not in result.output
+    run = CliRunner().invoke(zoo_app, ["package", str(model_dir), "--output", str(tmp_path / "out")])
+    assert run.exit_code == 2 and "no weights.keras" in run.output and "Traceback" not in run.output
+    assert not (tmp_path / "out").exists()
 
 
-def test_corrupt_zip(tmp_path, built, app):
-    bad = tmp_path / "broken.zip"
-    bad.write_bytes(built.zip_path.read_bytes()[: 2000])
-    with pytest.raises(CristaeZooError, match="zip"):
-        load_package(bad)
-    result = CliRunner().invoke(app, ["validate", str(bad)])
-    assert result.exit_code == 2 and "zip" in _one_line(result)
-
-
-def test_rdf_failing_validation(tmp_path, built, app):
-    folder = tmp_path / "bad"
-    shutil.copytree(built.folder, folder)
-    data = yaml.safe_load((folder / "rdf.yaml").read_text())
-    for a in data["outputs"][0]["axes"][2:]:
-        a["halo"] = 40  # min size 52 - 2·40 < 1
-    (folder / "rdf.yaml").write_text(yaml.safe_dump(data))
-    with pytest.raises(CristaeZooError, match="fails validation"):
-        load_package(folder)
-    result = CliRunner().invoke(app, ["validate", str(folder)])
-    assert result.exit_code == 2 and "fails validation" in _one_line(result)
-
-
-def test_folder_without_rdf(tmp_path):
-    with pytest.raises(CristaeZooError, match="no rdf.yaml"):
-        resolve_package(tmp_path)
-    with pytest.raises(CristaeZooError, match="no such package"):
-        resolve_package("does-not-exist")
-
-
-@pytest.mark.parametrize(
-    ("shape", "message", "cli_message"),
-    [
-        ((5, 64, 64), "dimensions", "--axes"),  # the CLI restores stacks, but needs to know their axes
-        ((64, 64, 3), "3 channels", "3 channels"),
-        ((2, 64, 64), "2 channels", "--axes"),
-    ],
-)
-def test_wrong_ndim_or_channels(built, tmp_path, app, shape, message, cli_message):
-    path = tmp_path / "bad.tif"
-    tifffile.imwrite(path, np.ones(shape, np.uint16))
-    with pytest.raises(CristaeZooError, match=message):
-        predict_file(built.folder, path, tmp_path / "out.tif")
-    result = CliRunner().invoke(app, ["predict", str(built.folder), str(path), "-o", str(tmp_path / "out.tif")])
-    assert result.exit_code == 2 and cli_message in _one_line(result)
-    assert not (tmp_path / "out.tif").exists()
-
-
-def test_refuses_to_overwrite_the_input(built, tmp_path):
-    path = tmp_path / "img.tif"
-    shutil.copyfile(built.folder / "sample_input.tif", path)
-    before = path.read_bytes()
-    with pytest.raises(CristaeZooError, match="overwrite"):
-        predict_file(built.folder, path, path)
-    assert path.read_bytes() == before
-
-
-def test_unknown_weights_format(built):
-    with pytest.raises(CristaeZooError, match="unknown weights format"):
-        predict_image(built.folder, np.ones((64, 64), np.float32), weights_format="keras")
+def test_model_folder_with_corrupt_weights_or_config(tmp_path):
+    model_dir = make_model_dir(tmp_path, TINY)
+    (model_dir / "weights.keras").write_bytes(b"not a keras file")
+    with pytest.raises(CristaeZooError, match="cannot load as a Keras model"):
+        package_model(model_dir, tmp_path / "out")
+    model_dir = make_model_dir(tmp_path / "b", TINY)
+    cfg = yaml.safe_load((model_dir / "config.yaml").read_text())
+    cfg["network"]["filters"] = 8  # does not match weights.keras
+    (model_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(CristaeZooError, match="does not match"):
+        package_model(model_dir, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -122,9 +122,8 @@ def test_stability_groups_change_one_thing(tmp_path):
 
 
 def test_package_readme_gets_the_conditions_of_use(tmp_path):
-    from cristae_zoo.export.base import TrainedModel
-    from cristae_zoo.export.halo import HaloMeasurement
-    from cristae_zoo.export.package import write_readme
+    from cristae_zoo.core.tensors import TensorDescription
+    from cristae_zoo.export.readme import write_readme
 
     assert conditions_of_use_markdown(tmp_path) == []
     (tmp_path / "conditions_of_use.md").write_text("### Table\n\nsafe width 12–18 px\n")
@@ -132,11 +131,12 @@ def test_package_readme_gets_the_conditions_of_use(tmp_path):
     assert lines[0] == "## Conditions of use" and "safe width 12–18 px" in lines[2] and "#####" in lines[2]
     # and the package README has the section
     template = {"name": "m", "description": "d", "cite": [], "documentation": {"limitations": "none known"}}
-    trained = TrainedModel(tmp_path, TrainConfig(), keras_model=None)
-    halo = HaloMeasurement(receptive_field=44, measured=40, declared=48, max_diff_at_declared=0.0, diffs={48: 0.0})
-    readme = write_readme(tmp_path / "README.md", template, trained, [], halo, 104, 8).read_text()
+    readme = write_readme(
+        tmp_path / "README.md", template=template, values={}, system="deepcristae", tensors=TensorDescription(),
+        training={"system": "deepcristae"}, exported=[], halo_errors={}, model_dir=tmp_path,
+    ).read_text()  # fmt: skip
     assert "## Conditions of use" in readme and "safe width 12–18 px" in readme
-    assert readme.index("## Conditions of use") < readme.index("## Known limits")
+    assert readme.index("## Conditions of use") < readme.index("## Limitations")
 
 
 # ---------------------------------------------------------------------------------------------------- end to end

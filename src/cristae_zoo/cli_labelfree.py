@@ -117,24 +117,5 @@ def evaluate(
     typer.echo(f"wrote {out / 'metrics.csv'}, {out / 'summary.md'}, {out / f'labelfree_{Path(first).stem}.png'}")
 
 
-@labelfree_app.command()
-@user_errors
-def package(
-    model: Annotated[Path, typer.Argument(help="model folder written by `labelfree train` (2D)")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="package folder (with --zip, OUTPUT.zip next to it)")],
-    test_image: Annotated[Optional[Path], typer.Option(help="TL image for the test tensors (default: first test image)")] = None,
-    zip_package: Annotated[bool, typer.Option("--zip/--no-zip", help="also write OUTPUT.zip")] = True,
-    template: Annotated[Optional[Path], typer.Option(help="rdf template (default: rdf_templates/labelfree.yaml)")] = None,
-) -> None:
-    """Write a bioimage.io package (TF SavedModel, ONNX, TorchScript), each checked against Keras."""
-    from cristae_zoo.labelfree.package import package_labelfree
-
-    result = package_labelfree(model, output, test_image=test_image, zip_package=zip_package, template=template)
-    diffs = ", ".join(f"{k}: {v:.2g}" for k, v in result["max_abs_diff"].items())
-    also = f" and {result['zip']}" if result["zip"] else ""
-    typer.echo(f"wrote {result['output']}{also}; max |Δ| vs Keras: {diffs}; halo {result['halo']} px")
-    typer.echo(json.dumps({str(k): v for k, v in result["tiling_diffs"].items()}))
-
-
 def register(app: typer.Typer) -> None:
     app.add_typer(labelfree_app, name="labelfree")

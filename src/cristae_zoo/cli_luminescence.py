@@ -128,28 +128,6 @@ def evaluate(
 
 @luminescence_app.command()
 @user_errors
-def package(
-    model: Annotated[Path, typer.Argument(help="model folder written by `luminescence train`")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="package folder (with --zip, OUTPUT.zip next to it)")],
-    test_image: Annotated[Path | None, typer.Option(help="raw input stack for the test tensors (default: first test scene)")] = None,
-    zip_package: Annotated[bool, typer.Option("--zip/--no-zip", help="also write OUTPUT.zip")] = False,
-    template: Annotated[Path | None, typer.Option(help="rdf template (default: rdf_templates/luminescence.yaml)")] = None,
-) -> None:
-    """Write a bioimage.io package (TF SavedModel, ONNX, TorchScript) of the Laplace mean, each checked against Keras."""
-    from cristae_zoo.cli_common import progress_bar
-    from cristae_zoo.luminescence.package import package_luminescence
-
-    with progress_bar("package", None) as advance:
-        result = package_luminescence(model, output, test_image=test_image, zip_package=zip_package, template=template)
-        advance(1)
-    diffs = ", ".join(f"{k}: {v:.2g}" for k, v in result["max_abs_diff"].items())
-    also = f" and {result['zip']}" if result["zip"] else ""
-    typer.echo(f"wrote {result['output']}{also} ({result['size_bytes'] / 1e6:.1f} MB); max |Δ| vs Keras: {diffs}; halo {result['halo']}")
-    typer.echo(json.dumps({k: {str(h): d for h, d in v.items()} for k, v in result["tiling_diffs"].items()}))
-
-
-@luminescence_app.command()
-@user_errors
 def predict(
     model: Annotated[Path, typer.Argument(help="model folder written by `luminescence train`")],
     inputs: Annotated[list[Path], typer.Argument(help="raw input stacks (.tif), as the model's training inputs")],

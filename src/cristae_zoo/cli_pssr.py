@@ -121,25 +121,6 @@ def evaluate(
 
 @pssr_app.command()
 @user_errors
-def package(
-    model: Annotated[Path, typer.Argument(help="model folder written by `pssr train`")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="package folder, e.g. model_zoo/pssr-sf")],
-    test_movie: Annotated[Path | None, typer.Option(help="LR movie for the test tensors (default: first test movie)")] = None,
-    zip_package: Annotated[bool, typer.Option("--zip/--no-zip", help="also write OUTPUT.zip")] = True,
-    template: Annotated[Path | None, typer.Option(help="rdf template (default: rdf_templates/pssr.yaml)")] = None,
-    results: Annotated[Path | None, typer.Option(help="summary.md of `pssr evaluate` for the README (default: MODEL/evaluation/summary.md)")] = None,
-) -> None:
-    """Write a bioimage.io package (TF SavedModel, ONNX, TorchScript), each checked against Keras."""
-    from cristae_zoo.pssr.package import package_pssr
-
-    result = package_pssr(model, output, test_movie=test_movie, template=template, zip_package=zip_package, results=results)
-    diffs = ", ".join(f"{k}: {v:.2g}" for k, v in result["max_abs_diff"].items())
-    typer.echo(f"wrote {result['output']}; max |Δ| vs Keras: {diffs}; halo {result['halo_in']} LR px;"
-               f" tiling |Δ| by halo: {result['halo_diffs']}")  # fmt: skip
-
-
-@pssr_app.command()
-@user_errors
 def predict(
     model: Annotated[Path, typer.Argument(help="model folder written by `pssr train`")],
     source: Annotated[Path, typer.Argument(help="LR TIFF: (T, Y, X) time-lapse (or one 2D frame for PSSR-SF)")],

@@ -1,9 +1,11 @@
-"""Export a trained DeepCristae model as a bioimage.io model package.
+"""Export a trained model of any system as a bioimage.io model package.
 
-- `base`: the `WeightsExporter` interface, `ExportContext`, `load_trained_model`;
-- `tensorflow`, `onnx`, `torchscript`: one exporter per weights format;
-- `halo`: receptive field and measured tiling halo;
-- `package`: the rdf.yaml, README, covers, test tensors; folder + zip.
+- `base`: the `WeightsExporter` interface, `ExportContext`, `keras_predict`;
+- `tensorflow`, `onnx`, `torchscript`: one exporter per weights format (frozen SavedModel, tf2onnx, traced twin);
+- `halo`: receptive field, tiling and the measured tiling error per halo;
+- `rdf`: the bioimage.io description from a system's `TensorDescription` and its template;
+- `readme`: the package README;
+- `package`: the one packager (`package_model`): test tensors, samples, cover, attachments; atomic, size-capped.
 """
 
 from __future__ import annotations
@@ -12,9 +14,8 @@ from cristae_zoo.export.base import (
     DEFAULT_TOLERANCE,
     ExportContext,
     ExportedWeights,
-    TrainedModel,
     WeightsExporter,
-    load_trained_model,
+    keras_predict,
 )
 
 
@@ -40,9 +41,8 @@ __all__ = [
     "DEFAULT_TOLERANCE",
     "ExportContext",
     "ExportedWeights",
-    "TrainedModel",
     "WeightsExporter",
     "WEIGHTS_FORMAT_ALIASES",
     "exporters",
-    "load_trained_model",
+    "keras_predict",
 ]

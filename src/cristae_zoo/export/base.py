@@ -1,11 +1,12 @@
-"""The interface every weights exporter implements, and loading a trained model folder.
+"""The interface every weights exporter implements, and the shared export state.
 
 One module per bioimage.io weights format (`tensorflow`, `onnx`, `torchscript`), each with one `WeightsExporter`
 subclass, in the manner of bioimageio.core's backends. Every exporter writes its file, runs it on a test tensor and
 compares with the Keras model: an export that does not reproduce Keras is an error, never a warning.
 
-Tensors at this interface are bioimage.io tensors: float32, (batch, channel, y, x), channel = 1, already normalised
-(the package's preprocessing runs before the network).
+Tensors at this interface are bioimage.io tensors: float32, (batch, channel, [z,] y, x), already normalised (the
+package's preprocessing runs before the network). The exporters know nothing of any system: the Keras model, its
+PyTorch twin and the number of input channels and spatial axes are all they are given (`ExportContext`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -21,7 +22,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from cristae_zoo.config import NetworkConfig, TrainConfig
 from cristae_zoo.errors import CristaeZooError
 
 #: An export whose output differs from Keras by more than this (max abs, on normalised data) is refused.
@@ -30,42 +30,6 @@ DEFAULT_TOLERANCE = 1e-4
 #: Names of the graph's input and output in every format = the rdf tensor ids (deepImageJ matches by name).
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
-
-
-@dataclass
-class TrainedModel:
-    """What `package` needs from a trained MODEL_DIR."""
-
-    model_dir: Path
-    config: TrainConfig
-    keras_model: Any  # keras.Model, channels-last (B, Y, X, 1)
-
-    @property
-    def network(self) -> NetworkConfig:
-        return self.config.network
-
-
-def load_trained_model(model_dir: Path) -> TrainedModel:
-    """Load `config.yaml` and `weights.keras` of a model folder written by `cristae-zoo train`."""
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise CristaeZooError(f"{model_dir}: not a folder (expected a trained model folder with weights.keras)")
-    weights = model_dir / "weights.keras"
-    if not weights.is_file():
-        raise CristaeZooError(
-            f"{model_dir}: no weights.keras in this folder (expected a model folder written by `cristae-zoo train`)"
-        )
-    config = TrainConfig.from_yaml(model_dir / "config.yaml")
-    import keras
-
-    try:
-        model = keras.models.load_model(weights, compile=False)
-    except Exception as err:  # keras raises ValueError, OSError, zipfile errors, ...
-        raise CristaeZooError(f"{weights}: cannot load as a Keras model ({type(err).__name__}: {err})") from None
-    shape = tuple(model.input_shape)
-    if len(shape) != 4 or shape[-1] != 1:
-        raise CristaeZooError(f"{weights}: expected a 2D single-channel model (B, Y, X, 1), got input shape {shape}")
-    return TrainedModel(model_dir=model_dir, config=config, keras_model=model)
 
 
 def keras_predict(keras_model: Any, x: np.ndarray) -> np.ndarray:
@@ -81,24 +45,31 @@ def keras_predict(keras_model: Any, x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ExportContext:
-    """Shared state of one export run: the Keras model and a scratch folder for intermediate files."""
+    """Shared state of one export run.
+
+    `keras_model` is channels-last with one input of `n_in` channels and `ndim` spatial axes and one output;
+    `torch_twin` builds the channels-first PyTorch module computing the same (its weights copied from Keras), or is
+    None when the system has no twin (then no TorchScript weights are written).
+    """
 
     keras_model: Any
-    network: NetworkConfig
+    ndim: int = 2
+    n_in: int = 1
+    torch_twin: Callable[[], Any] | None = None
     work_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cristae_zoo_export_")))
 
     @cached_property
     def channels_first_model(self) -> Any:
         from cristae_zoo.export.tensorflow import channels_first_wrapper
 
-        return channels_first_wrapper(self.keras_model)
+        return channels_first_wrapper(self.keras_model, self.ndim, self.n_in)
 
     @cached_property
     def saved_model_dir(self) -> Path:
-        """The wrapper as a TF SavedModel folder (written once; the ONNX export converts it)."""
-        from cristae_zoo.export.tensorflow import write_saved_model
+        """The wrapper as a frozen TF SavedModel folder (written once; the ONNX export converts it)."""
+        from cristae_zoo.export.tensorflow import write_frozen_saved_model
 
-        return write_saved_model(self.channels_first_model, self.work_dir / "saved_model")
+        return write_frozen_saved_model(self.channels_first_model, self.work_dir / "saved_model", self.ndim, self.n_in)
 
     def cleanup(self) -> None:
         shutil.rmtree(self.work_dir, ignore_errors=True)
@@ -126,12 +97,12 @@ class WeightsExporter(ABC):
     parent: ClassVar[str | None] = None
 
     @abstractmethod
-    def export(self, ctx: ExportContext, dest: Path) -> Path:
-        """Write the weights file to `dest` (a file path) and return it."""
+    def export(self, ctx: ExportContext, dest: Path, x: np.ndarray) -> Path:
+        """Write the weights file to `dest` (a file path) and return it; `x` is an example input."""
 
     @abstractmethod
     def predict(self, weights: Path, x: np.ndarray) -> np.ndarray:
-        """Run the exported weights on a (B, 1, Y, X) float32 tensor."""
+        """Run the exported weights on a (B, C, [Z,] Y, X) float32 tensor."""
 
     @abstractmethod
     def versions(self) -> dict[str, str]:
@@ -147,7 +118,7 @@ class WeightsExporter(ABC):
         """Export, then compare with Keras on `x`; raise if the max abs difference exceeds `tolerance`."""
         dest_dir = Path(dest_dir)
         dest_dir.mkdir(parents=True, exist_ok=True)
-        path = self.export(ctx, dest_dir / self.file_name)
+        path = self.export(ctx, dest_dir / self.file_name, x)
         diff = compare_with_keras(ctx.keras_model, self.predict(path, x), x)
         if not diff <= tolerance:  # also catches NaN
             raise CristaeZooError(
@@ -172,10 +143,3 @@ def weights_description(exported: Sequence[ExportedWeights], exporters: Iterable
     by_format = {e.weights_format: e for e in exporters}
     return WeightsDescr(**{e.weights_format: by_format[e.weights_format].weights_descr(e.path, e.versions, e.parent)
                            for e in exported})  # fmt: skip
-
-
-def bioimageio_fields(template: dict[str, Any], keras_model: Any, **training: Any) -> dict[str, Any]:
-    """`config.bioimageio`: the template's fields plus the parameter count and the `training` facts given."""
-    bio = dict(template.get("bioimageio") or {})
-    bio.update(model_parameter_count=int(keras_model.count_params()), training=training)
-    return bio

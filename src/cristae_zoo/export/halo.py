@@ -5,16 +5,14 @@ positions it depends on (convs widen it by the kernel radius at their level's sc
 upsampling map between levels, concatenation and the residual add take the union). It depends only on the
 architecture, not on the weights, so it is an upper bound that holds for every trained model.
 
-`measure_halo` checks it on the actual network: predict an image in tiles with a growing halo and report the
-smallest halo (a multiple of the network's divisibility, so that tiles stay on the pooling grid) for which the
-tiled prediction equals the whole-image prediction.
+`cut_tiling_errors` measures, for any network, the tiling error per halo on the actual weights: the output next
+to a tile border `h` px away, against the whole-image output (the packager records it per axis in the rdf).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -129,48 +127,37 @@ def _window(start: int, stop: int, size: int, halo: int, min_size: int) -> tuple
     return a, b
 
 
-@dataclass(frozen=True)
-class HaloMeasurement:
-    receptive_field: int
-    measured: int | None  # smallest seamless halo among the candidates; None if none was seamless
-    declared: int
-    max_diff_at_declared: float
-    diffs: dict[int, float]
+def halo_candidates(declared: int, step: int, most: int = 6) -> list[int]:
+    """0, multiples of `step` and `declared` itself: at most `most` halos to measure the tiling error at."""
+    grid = list(range(0, declared + 1, max(1, step)))
+    if len(grid) > most:
+        pick = np.linspace(0, len(grid) - 1, most).round().astype(int)
+        grid = [grid[i] for i in sorted(set(pick))]
+    return sorted(set(grid) | {0, declared})
 
 
-def measure_halo(
+def cut_tiling_errors(
     predict: Callable[[np.ndarray], np.ndarray],
-    network: NetworkConfig,
-    *,
-    size: int | None = None,
-    inner: int | None = None,
-    tolerance: float = 1e-5,
-    seed: int = 0,
-) -> HaloMeasurement:
-    """Tile a random image with halo 0, step, 2·step, … up to the declared halo; compare with the whole image.
+    x: np.ndarray,
+    axis: int,
+    halos: Sequence[int],
+    step: int,
+    scale: int = 1,
+) -> dict[int, float]:
+    """Tiling error per halo along one axis, for any network: max |Δ| of the output's first half when the input is
+    cut `h` px beyond that half (the cut is a tile border seen from inside the tile).
 
-    `predict` runs the network on a 2D float32 image (normalised scale). The largest |tiled − whole| for each halo
-    is returned in `diffs`; `measured` is the smallest halo whose difference is within `tolerance` (relative to the
-    output's range) and stays so for every larger candidate.
-    """
-    step = divisibility(network)
-    rf = receptive_field(network)
-    declared = declared_halo(network)
-    inner = inner or max(step, round_up(declared // 2, step))
-    size = size or round_up(2 * declared + 3 * inner, step)
-    rng = np.random.default_rng(seed)
-    image = rng.normal(0.3, 0.3, size=(size, size)).astype(np.float32)
-    whole = predict(image)
-    scale = float(np.ptp(whole)) or 1.0
-    diffs: dict[int, float] = {}
-    for halo in range(0, declared + step, step):
-        tiled = tiled_apply(predict, image, inner, halo, min_size=step)
-        diffs[halo] = float(np.max(np.abs(tiled - whole)))
-    seamless = [h for h in diffs if all(diffs[g] <= tolerance * scale for g in diffs if g >= h)]
-    return HaloMeasurement(
-        receptive_field=rf,
-        measured=min(seamless) if seamless else None,
-        declared=declared,
-        max_diff_at_declared=diffs[declared],
-        diffs=diffs,
-    )
+    `predict` maps a (B, C, *spatial) float32 tensor to (B, C', *spatial'), spatial' = spatial · `scale` along `axis`;
+    `axis` counts from the end (-1 = x). Cuts stay on multiples of `step` (the network's pooling grid)."""
+    whole = predict(x)
+    size = x.shape[axis]
+    half = max(step, (size // 2) // step * step)
+    out: dict[int, float] = {}
+    for h in halos:
+        stop = half + -(-h // step) * step
+        if stop > size:
+            continue
+        part = predict(x[(Ellipsis, slice(0, stop)) + (slice(None),) * (-axis - 1)])
+        keep = (Ellipsis, slice(0, half * scale)) + (slice(None),) * (-axis - 1)
+        out[int(h)] = float(np.max(np.abs(part[keep] - whole[keep])))
+    return out

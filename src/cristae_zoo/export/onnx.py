@@ -1,4 +1,4 @@
-"""ONNX weights (`onnx`), converted from the SavedModel with tf2onnx.
+"""ONNX weights (`onnx`), converted from the (frozen) SavedModel with tf2onnx.
 
 Opset 17 (what deepImageJ's default ONNX Runtime 1.13 supports), IR version 8 (loads in onnxruntime 1.15), graph
 input/output named `input`/`output` like the rdf tensor ids, dynamic batch/y/x, and no `ai.onnx.ml` opset import
@@ -7,8 +7,6 @@ input/output named `input`/`output` like the rdf tensor ids, dynamic batch/y/x, 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,23 +18,30 @@ from cristae_zoo.io import atomic_path
 
 OPSET = 17
 IR_VERSION = 8
-DYNAMIC_DIMS = ("batch", None, "y", "x")  # channel stays 1
+DYNAMIC_DIMS = ("batch", None, "y", "x")  # the channel count stays fixed
 DYNAMIC_DIMS_3D = ("batch", None, "z", "y", "x")
 
 
 def convert_saved_model(saved_model_dir: Path, dest: Path, opset: int = OPSET) -> Path:
-    """`python -m tf2onnx.convert --saved-model DIR --signature_def serving_default --opset 17`."""
-    cmd = [
-        sys.executable, "-m", "tf2onnx.convert",
-        "--saved-model", str(saved_model_dir),
-        "--signature_def", "serving_default",
-        "--opset", str(opset),
-        "--output", str(dest),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0 or not Path(dest).is_file():
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        raise CristaeZooError(f"{saved_model_dir}: tf2onnx failed to convert the SavedModel to ONNX: {tail}")
+    """What `python -m tf2onnx.convert --saved-model DIR --signature_def serving_default --opset 17` does, in this
+    process (a subprocess would start TensorFlow a second time: half a minute on a busy machine)."""
+    import tensorflow as tf
+    from tf2onnx import convert, tf_loader
+
+    try:
+        graph_def, inputs, outputs, tables, renames = tf_loader.from_saved_model(
+            str(saved_model_dir), None, None, None, ["serving_default"], None, False,
+            return_initialized_tables=True, return_tensors_to_rename=True,
+        )  # fmt: skip
+        with tf.device("/cpu:0"):
+            model_proto, _ = convert._convert_common(
+                graph_def, name=str(saved_model_dir), opset=opset, input_names=inputs, output_names=outputs,
+                tensors_to_rename=renames, initialized_tables=tables, output_path=str(dest),
+            )  # fmt: skip
+    except Exception as err:  # tf2onnx raises many kinds
+        raise CristaeZooError(f"{saved_model_dir}: tf2onnx failed to convert the SavedModel to ONNX ({err})") from None
+    if not Path(dest).is_file():
+        raise CristaeZooError(f"{saved_model_dir}: tf2onnx wrote no ONNX file")
     return Path(dest)
 
 
@@ -75,7 +80,7 @@ class OnnxExporter(WeightsExporter):
     file_name: ClassVar[str] = "weights.onnx"
     parent: ClassVar[str | None] = "tensorflow_saved_model_bundle"
 
-    def export(self, ctx: ExportContext, dest: Path) -> Path:
+    def export(self, ctx: ExportContext, dest: Path, x: np.ndarray) -> Path:
         import onnx
 
         raw = convert_saved_model(ctx.saved_model_dir, ctx.work_dir / "tf2onnx.onnx")

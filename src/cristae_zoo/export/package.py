@@ -1,34 +1,41 @@
-"""Build a bioimage.io model package (rdf.yaml, weights in three formats, README, covers, test tensors).
+"""The one packager: a trained network of any system → a bioimage.io model package (folder, and a .zip beside it).
 
-`package_model(MODEL_DIR, "model_zoo/deepcristae")` writes the folder with `save_bioimageio_package_as_folder`
-and `model_zoo/deepcristae.zip` with `save_bioimageio_package`. What goes in, and why (see
-docs in `../shared/notes/bioimageio-clients.md`):
+`package_model(MODEL_DIR, OUTPUT)` loads a trained model folder; `package_network(trained, OUTPUT)` packages a
+network already in memory (the re-export of the shipped packages uses it). What goes in:
 
-- axes with explicit ids `batch, channel, y, x`; input y/x sized `{min, step}` with `step` = 2**depth and `min` the
-  smallest multiple of `step` that leaves one pixel inside the halo; output y/x = input y/x with a `halo`
-  = receptive field rounded up to `step` (checked by `halo.measure_halo`);
-- preprocessing `scale_range` over `axes: [y, x]` (per image), percentiles 2 / 99.8; no postprocessing;
-- `config.deepimagej.allow_tiling: true`; `config.cristae_zoo` holds the rescale requirement, the halo
-  measurement and the export differences;
-- test input: an integer-valued crop of the first test image (so that deepImageJ's nearest-rank and
-  bioimageio.core's interpolated percentiles agree), sample input: the same pixels as a TIFF; test output: the Keras
-  model on the input as bioimageio.core preprocesses it.
+- weights in three formats through the shared exporters (frozen TF SavedModel, ONNX from it, traced TorchScript
+  twin), each checked against Keras on the test input;
+- rdf.yaml built from the system's `TensorDescription` and its template (`rdf_templates/<system>.yaml`, see
+  `export.rdf`), with `config.cristae_zoo` = {system, version, tensors (the TensorDescription, verbatim: the
+  predictor reads it back), training (the training config), halo (tiling error per halo), export (max |Δ| per
+  format), test_input (where it came from)};
+- test tensors: an integer-valued crop of a test image (so that deepImageJ's nearest-rank and bioimageio.core's
+  interpolated percentiles agree) and the Keras output on it as bioimageio.core preprocesses it; sample tensors:
+  the same pixels as TIFFs (ImageJ hyperstacks, a C axis for several channels); a 2:1 cover; README;
+- attachments: `keras_weights.weights.h5` (the trainable Keras weights, for fine-tuning), `training_config.yaml`,
+  and what the model folder has of history, loss curve and evaluation.
+
+Safety (issue 16): the package is staged in a hidden folder beside OUTPUT and moved into place only when complete
+and below the size cap. An existing OUTPUT is never deleted or replaced without `overwrite`, and even then only if
+it is a package folder (has rdf.yaml) — never a trained model folder, the input model folder or a folder holding
+either. Two runs racing for one OUTPUT cannot both succeed (the final rename onto a non-empty folder fails).
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
+from cristae_zoo.core.tensors import TensorDescription
 from cristae_zoo.errors import CristaeZooError
 from cristae_zoo.export.base import (
     DEFAULT_TOLERANCE,
@@ -36,39 +43,45 @@ from cristae_zoo.export.base import (
     OUTPUT_NAME,
     ExportContext,
     ExportedWeights,
-    TrainedModel,
-    bioimageio_fields,
     keras_predict,
-    weights_description,
-    load_trained_model,
 )
-from cristae_zoo.export.halo import HaloMeasurement, measure_halo, min_input_size
-from cristae_zoo.io import IMAGE_SUFFIXES, read_image_2d
-from cristae_zoo.models.unet import divisibility
+from cristae_zoo.export.readme import conditions_of_use_markdown  # noqa: F401  (re-exported: the studies use it)
 
-# ---- the rescale requirement (DeepCristae paper, "Reliability and limits of image restoration") ----
-TRAINING_PIXEL_SIZE_NM = 25.0
-MITO_WIDTH_PX = 15.64
-MITO_WIDTH_NM = 391.0
-PAPER_RESCALE_FACTORS = {"Fast STED": 1.87, "Live-SR": 2.6, "LLSM": 4.16}
-
-PERCENTILES = (2.0, 99.8)
-DEFAULT_CROP = 256
 MAX_PACKAGE_BYTES = 30 * 1024**2
-TEMPLATE_NAME = "deepcristae"
+DEFAULT_CROP = 256
+KERAS_WEIGHTS_NAME = "keras_weights.weights.h5"
+TRAINING_CONFIG_NAME = "training_config.yaml"
+#: model-folder files attached to the package (source → name in the package)
+PROVENANCE_FILES = (
+    ("history.csv", "training_history.csv"),
+    ("loss_curve.png", "loss_curve.png"),
+    ("evaluation/metrics.csv", "evaluation_metrics.csv"),
+)
+#: files that make a folder a trained model folder (never replaced by a package)
+MODEL_FOLDER_MARKERS = ("weights.keras", "config.yaml", "checkpoints")
 
 #: Steps reported to `progress` (for a progress bar).
 PACKAGE_STEPS = (
     "load model",
     "test input",
-    "halo",
     "tensorflow_saved_model_bundle",
     "onnx",
     "torchscript",
     "test output",
+    "halo",
     "write package",
     "zip",
 )
+
+
+@dataclass
+class TrainedNetwork:
+    """What the packager needs of a trained network: its system, training config and Keras model."""
+
+    system: str
+    config: Any  # the system's TrainingConfig
+    keras_model: Any  # channels-last, one input, one output
+    model_dir: Path | None = None  # provenance (history, evaluation, conditions of use); None: none attached
 
 
 @dataclass(frozen=True)
@@ -77,112 +90,212 @@ class PackageResult:
     zip_path: Path | None
     rdf: Path
     exported: list[ExportedWeights]
-    halo: HaloMeasurement
-    min_size: int
-    step: int
+    tensors: TensorDescription
+    halo_errors: dict[str, dict[int, float]]
     size_bytes: int
-    test_image: Path
-    crop_origin: tuple[int, int]
+    test_input: str
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
-# ---------------------------------------------------------------------------------------------------- template
+# ------------------------------------------------------------------------------------------------ model folder
 
 
-def template_dirs() -> list[Path]:
-    """Where `rdf_templates/` is looked for: the working directory, then the source checkout."""
-    here = Path(__file__).resolve()
-    return [Path.cwd() / "rdf_templates", here.parents[3] / "rdf_templates"]
+def load_model_folder(model_dir: Path | str) -> TrainedNetwork:
+    """`config.yaml` (its `system:` picks the system) and `weights.keras` of a trained model folder.
 
+    The network is rebuilt by the system from the config and the weights copied by layer name, so weight-free layers
+    reimplemented since training (e.g. an upsampling) take the current code."""
+    from cristae_zoo.core.system import copy_weights_by_name, get_system, training_config_from_dict
 
-def find_template(template: Path | str | None = None) -> Path:
-    if template is not None:
-        path = Path(template)
-        if not path.is_file():
-            raise CristaeZooError(
-                f"{path}: template not found (expected a YAML file like rdf_templates/deepcristae.yaml)"
-            )
-        return path
-    for folder in template_dirs():
-        if (folder / f"{TEMPLATE_NAME}.yaml").is_file():
-            return folder / f"{TEMPLATE_NAME}.yaml"
-    raise CristaeZooError(
-        f"rdf_templates/{TEMPLATE_NAME}.yaml not found in {', '.join(str(d) for d in template_dirs())}; pass --template"
-    )
-
-
-REQUIRED_TEMPLATE_KEYS = ("name", "description", "authors", "license", "tags", "cite", "documentation")
-
-
-def load_template(path: Path) -> dict[str, Any]:
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise CristaeZooError(f"{model_dir}: not a folder (expected a trained model folder with weights.keras)")
+    weights = model_dir / "weights.keras"
+    if not weights.is_file():
+        raise CristaeZooError(f"{model_dir}: no weights.keras in this folder (expected a model folder written by `train`)")
+    config_path = model_dir / "config.yaml"
+    if not config_path.is_file():
+        raise CristaeZooError(f"{config_path}: config file not found (expected beside weights.keras)")
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.safe_load(config_path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise CristaeZooError(f"{path}: invalid YAML ({' '.join(str(err).split())})") from None
-    if not isinstance(data, dict):
-        raise CristaeZooError(f"{path}: expected a YAML mapping with {', '.join(REQUIRED_TEMPLATE_KEYS)}")
-    missing = [k for k in REQUIRED_TEMPLATE_KEYS if k not in data]
-    if missing:
-        raise CristaeZooError(f"{path}: missing template fields {', '.join(missing)}")
-    return data
+        raise CristaeZooError(f"{config_path}: not valid YAML ({' '.join(str(err).split())[:200]})") from None
+    if isinstance(data, dict) and "system" not in data and {"depth", "filters"} <= set(data.get("network") or {}):
+        data = {"system": "deepcristae", **data}  # written before configs named their system: DeepCristae's
+    config = training_config_from_dict(data, str(config_path))
+    system = get_system(config.system)
+    model = system.build_keras(config)
+    import keras
+
+    try:
+        saved = keras.models.load_model(weights, compile=False)
+    except Exception as err:  # keras raises ValueError, OSError, zipfile errors, ...
+        raise CristaeZooError(f"{weights}: cannot load as a Keras model ({type(err).__name__}: {err})") from None
+    try:
+        copy_weights_by_name(model, saved)
+    except CristaeZooError as err:
+        raise CristaeZooError(f"{weights}: does not match {config_path.name} ({err})") from None
+    return TrainedNetwork(system=config.system, config=config, keras_model=model, model_dir=model_dir)
 
 
 # -------------------------------------------------------------------------------------------------- test input
 
 
-def resolve_data_dir(trained: TrainedModel) -> Path:
-    """`config.data_dir` as written (relative to the working directory), else relative to the model folder."""
-    data_dir = Path(trained.config.data_dir)
-    candidates = [data_dir] if data_dir.is_absolute() else [
-        data_dir, trained.model_dir / data_dir, trained.model_dir.parent / data_dir
-    ]  # fmt: skip
-    for c in candidates:
-        if (c / "test" / "input").is_dir():
-            return c
-    return candidates[0]
+def as_integer_valued(x: np.ndarray) -> tuple[np.ndarray, str]:
+    """Integer-valued pixels (deepImageJ's nearest-rank and bioimageio.core's interpolated percentiles then agree).
+
+    Counts are rounded; an image of small floats (e.g. already normalised) is first mapped affinely onto 0…10000,
+    which every normalisation of the package (percentiles, z-score, min-max) undoes."""
+    x = np.asarray(x, dtype=np.float64)
+    if np.all(x == np.rint(x)):
+        return x.astype(np.float32), "as given (integer-valued)"
+    lo, hi = float(x.min()), float(x.max())
+    if hi - lo >= 1000:
+        return np.rint(x).astype(np.float32), "rounded to integers"
+    return np.rint((x - lo) / max(hi - lo, 1e-12) * 10000).astype(np.float32), "mapped affinely onto 0…10000, rounded"
 
 
-def find_test_image(trained: TrainedModel, test_image: Path | None = None) -> Path:
-    if test_image is not None:
-        return Path(test_image)
-    folder = resolve_data_dir(trained) / "test" / "input"
-    if not folder.is_dir():
+def channels_first_input(image: np.ndarray, td: TensorDescription, where: str) -> np.ndarray:
+    """(C, *spatial) from an image that is (*spatial), (C, *spatial), (1, C, *spatial) or, for a frames-as-channels
+    or single-channel network, a (T, *spatial) movie (the window around its middle frame, or that frame)."""
+    x = np.asarray(image, dtype=np.float32)
+    if x.ndim == td.ndim + 2 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim == td.ndim:
+        x = x[None]
+    if x.ndim != td.ndim + 1:
+        raise CristaeZooError(f"{where}: test input of shape {image.shape}, expected (C, {', '.join(td.spatial_axes)})")
+    if (td.frames_as_channels or td.n_in == 1) and x.shape[0] > td.n_in:  # a movie: the frames around its middle
+        mid = x.shape[0] // 2
+        x = x[mid - td.n_in // 2 : mid + td.n_in // 2 + 1]
+    if x.shape[0] != td.n_in:
         raise CristaeZooError(
-            f"{folder}: no test images (expected the prepared data's test/input/*.tif named by data_dir in"
-            f" {trained.model_dir / 'config.yaml'}); pass --test-image"
+            f"{where}: test input has {x.shape[0]} channel(s), the network takes {td.n_in} ({', '.join(td.input_channels)})"
         )
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-    if not files:
-        raise CristaeZooError(f"{folder}: no TIFF images; pass --test-image")
-    return files[0]
+    return x
 
 
-def select_crop(image: np.ndarray, crop: int, step: int, min_size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """The `crop`×`crop` window (or the largest valid one) with the most structure (highest standard deviation)."""
-    height, width = image.shape
-    size_y = min(crop, height) // step * step
-    size_x = min(crop, width) // step * step
-    if size_y < min_size or size_x < min_size:
-        raise CristaeZooError(
-            f"test image {image.shape} is too small: the package's test input needs at least {min_size}×{min_size} px"
-        )
-    stride = max(step, min(size_y, size_x) // 8)
-    best, origin = -1.0, (0, 0)
-    for y0 in range(0, height - size_y + 1, stride):
-        for x0 in range(0, width - size_x + 1, stride):
-            s = float(image[y0 : y0 + size_y, x0 : x0 + size_x].std())
-            if s > best:
-                best, origin = s, (y0, x0)
-    y0, x0 = origin
-    return image[y0 : y0 + size_y, x0 : x0 + size_x].copy(), origin
+def largest_valid(td: TensorDescription, axis: str, n: int) -> int:
+    """The largest valid input size ≤ n along `axis` (0 if none)."""
+    lo, step = td.min_size.get(axis, 1), td.step.get(axis, 1)
+    if n < lo:
+        return 0
+    return lo + (n - lo) // step * step if step > 0 else lo
 
 
-def scale_range_like_core(image: np.ndarray, low: float = PERCENTILES[0], high: float = PERCENTILES[1]) -> np.ndarray:
-    """What the package's `scale_range` does (per image, linear interpolation, eps 1e-6)."""
-    lo, hi = np.percentile(image, [low, high])
-    return ((image - lo) / (hi - lo + 1e-6)).astype(np.float32)
+def select_crop(x: np.ndarray, td: TensorDescription, crop: int) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The window of valid size (y, x at most `crop` px) with the most structure (highest standard deviation)."""
+    sizes = []
+    for a, n in zip(td.spatial_axes, x.shape[1:]):
+        size = largest_valid(td, a, min(n, crop) if a in "yx" else n)
+        if size == 0:
+            raise CristaeZooError(
+                f"test input {x.shape[1:]} is too small along {a}: the package needs at least {td.min_size.get(a)} px"
+            )
+        sizes.append(size)
+    starts = []
+    for n, size in zip(x.shape[1:], sizes):
+        stride = max(1, size // 8)
+        starts.append(list(range(0, n - size + 1, stride)))
+    import itertools
+
+    best, origin = -1.0, tuple(0 for _ in sizes)
+    for o in itertools.product(*starts):
+        s = float(x[(slice(None), *(slice(a, a + k) for a, k in zip(o, sizes)))].std())
+        if s > best:
+            best, origin = s, o
+    return x[(slice(None), *(slice(a, a + k) for a, k in zip(origin, sizes)))].copy(), origin
 
 
-# ------------------------------------------------------------------------------------------------------ covers
+def held_out_input(trained: TrainedNetwork) -> Path | None:
+    """The first image of the data folder's held-out inputs (`DATA/test/input/`, as `prepare` writes them), with
+    DATA resolved as written, then relative to the model folder and its parent."""
+    data_dir = Path(getattr(trained.config, "data_dir", "") or "")
+    bases = [Path.cwd()] + ([Path(trained.model_dir), Path(trained.model_dir).parent] if trained.model_dir else [])
+    for base in [Path("/")] if data_dir.is_absolute() else bases:
+        folder = base / data_dir / "test" / "input"
+        if folder.is_dir():
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".tif", ".tiff") and not p.name.startswith("."))
+            if files:
+                return files[0]
+    return None
+
+
+def default_test_input(trained: TrainedNetwork, system: Any) -> tuple[np.ndarray, str]:
+    """A system's own test image (`package_test_input(config, model_dir)` if it has that hook), else the first
+    held-out input of its data folder, else the first validation sample of its training data."""
+    hook = getattr(system, "package_test_input", None)
+    if callable(hook):
+        image, where = hook(trained.config, trained.model_dir)
+        return np.asarray(image, np.float32), str(where)
+    held_out = held_out_input(trained)
+    if held_out is not None:
+        return read_test_input(held_out), held_out.name
+    try:
+        batches = system.training_data(trained.config).validation_batches()
+    except CristaeZooError as err:
+        raise CristaeZooError(f"no test input: {err}; pass --test-input IMAGE") from None
+    x = np.asarray(batches[0][0][0], np.float32)  # channels-last (*spatial, C)
+    return np.moveaxis(x, -1, 0), f"validation sample 0 of {trained.config.data_dir}"
+
+
+def read_test_input(path: Path) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise CristaeZooError(f"{path}: test input not found")
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path)
+        import tifffile
+
+        return tifffile.imread(path)
+    except Exception as err:  # unreadable files come in many kinds
+        raise CristaeZooError(f"{path}: cannot read the test input ({type(err).__name__}: {err})") from None
+
+
+def normalise_like_package(x: np.ndarray, td: TensorDescription) -> np.ndarray:
+    """(B, C, *spatial) normalised per sample and channel as the rdf's preprocessing does (eps 1e-6)."""
+    axes = tuple(range(2, x.ndim))
+    if td.normalisation.kind == "zscore":
+        mean, std = x.mean(axis=axes, keepdims=True), x.std(axis=axes, keepdims=True)
+        return ((x - mean) / (std + 1e-6)).astype(np.float32)
+    lo = np.percentile(x, td.normalisation.low, axis=axes, keepdims=True)
+    hi = np.percentile(x, td.normalisation.high, axis=axes, keepdims=True)
+    return ((x - lo) / (hi - lo + 1e-6)).astype(np.float32)
+
+
+def preprocess_like_core(descr: Any) -> np.ndarray:
+    """The test input after the package's preprocessing, computed by bioimageio.core itself."""
+    from bioimageio.core import create_prediction_pipeline
+    from bioimageio.core.digest_spec import get_test_input_sample
+
+    sample = get_test_input_sample(descr)
+    with create_prediction_pipeline(descr, weights_format="onnx") as pp:
+        pp.apply_preprocessing(sample)
+    return sample.members[INPUT_NAME].data.to_numpy().astype(np.float32)
+
+
+# -------------------------------------------------------------------------------------------- images and cover
+
+
+def write_hyperstack(path: Path, image: np.ndarray, spatial: str, pixel_size_nm: float | None) -> None:
+    """(C, *spatial) as an ImageJ hyperstack: YX, ZYX, CYX or ZCYX (deepImageJ reads a plain multi-page TIFF as a
+    batch, a C axis as channels)."""
+    import tifffile
+
+    image = np.asarray(image, np.float32)
+    if image.shape[0] == 1:
+        data, axes = image[0], spatial.upper()
+    elif spatial == "zyx":
+        data, axes = np.moveaxis(image, 0, 1), "ZCYX"
+    else:
+        data, axes = image, "CYX"
+    kwargs: dict[str, Any] = {"imagej": True, "metadata": {"axes": axes}}
+    if pixel_size_nm:
+        px_um = pixel_size_nm / 1000.0
+        kwargs["resolution"] = (1 / px_um, 1 / px_um)
+        kwargs["metadata"]["unit"] = "um"
+    tifffile.imwrite(path, data, **kwargs)
 
 
 def _to_uint8(image: np.ndarray, low: float = 0.5, high: float = 99.8) -> np.ndarray:
@@ -190,402 +303,158 @@ def _to_uint8(image: np.ndarray, low: float = 0.5, high: float = 99.8) -> np.nda
     return (np.clip((image - lo) / (hi - lo + 1e-12), 0, 1) * 255).round().astype(np.uint8)
 
 
-def write_cover(raw: np.ndarray, restored: np.ndarray, dest: Path) -> Path:
-    """Side by side, 2:1: the raw input on the left, the restoration on the right."""
+def write_cover(x: np.ndarray, y: np.ndarray, td: TensorDescription, dest: Path) -> Path:
+    """2:1, the input (its middle frame, middle plane) on the left, the first output channel on the right."""
     import imageio.v3 as iio
 
-    iio.imwrite(dest, np.concatenate([_to_uint8(raw), _to_uint8(restored)], axis=1))
+    raw = x[td.n_in // 2 if td.frames_as_channels else 0]
+    out = y[0]
+    if td.ndim == 3:
+        raw, out = raw[raw.shape[0] // 2], out[out.shape[0] // 2]
+    s = td.output_scale
+    raw = np.kron(raw, np.ones((s, s), np.float32)) if s > 1 else raw
+    iio.imwrite(dest, np.concatenate([_to_uint8(raw), _to_uint8(out)], axis=1))
     return dest
 
 
-# ------------------------------------------------------------------------------------------------------ README
+# ------------------------------------------------------------------------------------------- output safety
 
 
-def _fmt(text: str, values: dict[str, Any]) -> str:
-    for key, value in values.items():
-        text = text.replace("{" + key + "}", str(value))
-    return text
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
 
 
-def rescale_markdown(example_width: int = 512) -> str:
-    rows = "\n".join(
-        f"| {name} | {factor:g} | {factor * TRAINING_PIXEL_SIZE_NM:.0f} nm | {round(example_width * factor)} px |"
-        for name, factor in PAPER_RESCALE_FACTORS.items()
-    )
-    f = PAPER_RESCALE_FACTORS["Live-SR"]
-    w = round(example_width * f)
-    return f"""## Rescale your image first (required)
-
-The network was trained on images with **{TRAINING_PIXEL_SIZE_NM:g} nm pixels**, in which mitochondria are on average
-**{MITO_WIDTH_PX} px ({MITO_WIDTH_NM:.0f} nm) wide**. It does not adapt to other scales: resize every image so that
-mitochondria are about {MITO_WIDTH_PX} px wide *before* running the model, and resize the result back if needed.
-
-**Rescale factor** (the number to type into ImageJ's *X Scale* and *Y Scale*):
-
-- from the pixel size: `factor = (pixel size in nm) / {TRAINING_PIXEL_SIZE_NM:g}`
-  (e.g. 65 nm pixels → 65 / 25 = 2.6);
-- or from the mitochondria: measure the width (px) of several mitochondria, then
-  `factor = {MITO_WIDTH_PX} / (mean width in px)` (e.g. 6 px wide → 15.64 / 6 = 2.61).
-
-A factor above 1 enlarges the image. Factors used in the DeepCristae paper:
-
-| Data (paper) | Factor | Pixel size giving this factor (factor × 25 nm) | New width of a 512 px image |
-|---|---|---|---|
-{rows}
-
-### In Fiji / ImageJ
-
-1. *File › Open* your raw image (one channel, one plane; for stacks use *Image › Duplicate…* or process plane by
-   plane). Check the pixel size with *Image › Properties…* (µm × 1000 = nm).
-2. Optional, to measure the width instead: draw a line across a mitochondrion with the *Straight Line* tool,
-   *Analyze › Plot Profile*, and read the width at half maximum in pixels; average several mitochondria.
-3. *Image › Scale…*: set **X Scale** and **Y Scale** to the factor, **Interpolation: Bicubic**, tick
-   *Average when downsizing* and *Create new window*. The same as a macro line (width/height = original × factor,
-   rounded; here a {example_width} × {example_width} Live-SR image):
-
-   ```
-   run("Scale...", "x={f:g} y={f:g} width={w} height={w} interpolation=Bicubic average create title=rescaled");
-   ```
-
-4. Run the model on the rescaled image (*Plugins › deepImageJ › deepImageJ Run*, pick this model). Use the
-   **ONNX** weights in Fiji (see below).
-5. To overlay the result on the original: *Image › Scale…* with factor `1 / factor` (e.g. 1 / 2.6 = 0.3846).
-
-### In Python
-
-```python
-from skimage.transform import rescale
-image_rescaled = rescale(image.astype("float32"), factor, order=3, preserve_range=True)
-```
-
-then `cristae-zoo predict <this package> rescaled.tif --output restored.tif`.
-"""
+def check_output(output: Path, *, overwrite: bool, protect: Sequence[Path] = ()) -> None:
+    """Refuse an OUTPUT that packaging would lose data in (issue 16); one line naming the folder and the fix."""
+    out = output.resolve()
+    for p in protect:
+        p = Path(p).resolve()
+        if out == p or _is_within(p, out):
+            raise CristaeZooError(f"{output}: is (or holds) the model folder {p}; choose another --output")
+    if not output.exists() and not output.is_symlink():
+        return
+    if not output.is_dir():
+        raise CristaeZooError(f"{output}: exists and is not a folder; choose another --output")
+    markers = [m for m in MODEL_FOLDER_MARKERS if (output / m).exists()]
+    if markers:
+        raise CristaeZooError(f"{output}: is a trained model folder ({', '.join(markers)}); choose another --output")
+    entries = list(output.iterdir())
+    if not entries:
+        return  # an empty folder: nothing to lose
+    held = next((p for p in entries if p.is_dir() and any((p / m).exists() for m in MODEL_FOLDER_MARKERS)), None)
+    if held is not None:
+        raise CristaeZooError(f"{output}: holds the trained model folder {held.name}; choose another --output")
+    if not (output / "rdf.yaml").is_file():
+        raise CristaeZooError(
+            f"{output}: exists and is not a package folder (no rdf.yaml); choose another --output (nothing is replaced)"
+        )
+    held = next((p for p in output.rglob("weights.keras")), None)
+    if held is not None:
+        raise CristaeZooError(f"{output}: holds a trained model ({held}); choose another --output")
+    if not overwrite:
+        raise CristaeZooError(f"{output}: a package exists there; pass --overwrite to replace it")
 
 
-def weights_markdown(exported: Sequence[ExportedWeights]) -> str:
-    rows = "\n".join(
-        f"| `{e.weights_format}` | `{e.path.name}` | {', '.join(f'{k} {v}' for k, v in e.versions.items())} |"
-        f" {e.max_abs_diff:.2e} |"
-        for e in exported
-    )
-    return f"""## Which weights to use
-
-| Weights | File | Versions | Max abs difference to Keras (test input) |
-|---|---|---|---|
-{rows}
-
-- **Fiji / deepImageJ: pick ONNX.** deepImageJ runs TensorFlow through TensorFlow Java (≤ 2.10), which cannot
-  always load a SavedModel written by TensorFlow 2.16+ ("Op type not registered" errors); the ONNX file uses
-  opset 17 and IR version 8, which deepImageJ's ONNX Runtime (1.13) and onnxruntime ≥ 1.15 load.
-- **ilastik: TorchScript** (ilastik's neural network workflow has neither TensorFlow nor ONNX Runtime).
-- **Python (bioimageio.core, `cristae-zoo predict`)**: any; ONNX is the lightest.
-
-All three were checked against the trained Keras model on the test input (tolerance {DEFAULT_TOLERANCE:g}) and pass
-`bioimageio test`.
-"""
+def check_zip_output(zip_path: Path, *, overwrite: bool) -> None:
+    if not zip_path.exists():
+        return
+    if not overwrite:
+        raise CristaeZooError(f"{zip_path}: exists; pass --overwrite to replace it (or --no-zip)")
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            is_package = "rdf.yaml" in zf.namelist()
+    except (zipfile.BadZipFile, OSError):
+        is_package = False
+    if not is_package:
+        raise CristaeZooError(f"{zip_path}: exists and is not a package zip (no rdf.yaml); choose another --output")
 
 
-def tiling_markdown(halo: HaloMeasurement, min_size: int, step: int) -> str:
-    diffs = ", ".join(f"{h}: {d:.1e}" for h, d in halo.diffs.items())
-    return f"""## Input size and tiling
-
-- Input: 2D, one channel, any size that is a multiple of {step} px and at least {min_size} px per side (the tools
-  pad other sizes). Large images are processed in tiles.
-- Halo: **{halo.declared} px** per side. The receptive field of this U-Net is {halo.receptive_field} px (exact, from
-  the architecture); tiled and whole-image predictions of the trained network agree from a halo of
-  {halo.measured if halo.measured is not None else "n/a"} px on (max |tiled − whole| per halo in px: {diffs}).
-  The declared halo is the receptive field rounded up to a multiple of {step}, so tiles stay on the network's pooling
-  grid and tiling leaves no seams.
-"""
-
-
-def training_markdown(trained: TrainedModel) -> str:
-    cfg = trained.config
-    lines = [
-        "## Training",
-        "",
-        f"- Network: depth {cfg.network.depth}, {cfg.network.filters} first-level filters, kernel"
-        f" {cfg.network.kernel_size}, residual {cfg.network.residual}.",
-        f"- Loss: {cfg.loss} (γ_mito {cfg.gamma_mito:g}, γ_background {cfg.gamma_background:g}); Adam, learning rate"
-        f" {cfg.learning_rate:g}; batch size {cfg.batch_size}; patches {cfg.patches.patch_size} px"
-        f" ({cfg.patches.sampling} sampling); up to {cfg.epochs} epochs"
-        + (f" of {cfg.steps_per_epoch} steps" if cfg.steps_per_epoch else "")
-        + f"; seed {cfg.seed}.",
-        f"- Data: `{cfg.data_dir}` (training pairs at {TRAINING_PIXEL_SIZE_NM:g} nm/px).",
-    ]
-    history = trained.model_dir / "history.csv"
-    if history.is_file():
+def place_folder(staging: Path, output: Path) -> None:
+    """Move the complete `staging` folder to `output`; an existing package folder there (checked by
+    `check_output`) is moved aside first and deleted only once the new one is in place."""
+    if output.is_dir() and not any(output.iterdir()):
+        output.rmdir()
+    if output.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
+        old.rmdir()
+        os.rename(output, old)
         try:
-            with history.open(newline="") as fh:
-                rows = list(csv.DictReader(fh))
-        except (OSError, csv.Error):
-            rows = []
-        if rows:
-            lines.append(f"- Trained for {len(rows)} epochs (`history.csv`, curve in `loss_curve.png`).")
-            key = next((k for k in ("val_loss", "validation_loss") if k in rows[0]), None)
-            if key:
-                vals = [(float(r[key]), i + 1) for i, r in enumerate(rows) if r.get(key) not in (None, "")]
-                if vals:
-                    best, epoch = min(vals)
-                    lines.append(f"- Best validation loss {best:.4g} at epoch {epoch} (the packaged weights).")
-    return "\n".join(lines) + "\n"
+            os.rename(staging, output)
+        except OSError:
+            os.rename(old, output)  # put the old package back
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    try:
+        os.rename(staging, output)
+    except OSError as err:  # another run created it meanwhile: do not replace what it wrote
+        raise CristaeZooError(f"{output}: was created by another run while packaging ({err.strerror})") from None
 
 
-def validation_markdown(trained: TrainedModel, exported: Sequence[ExportedWeights]) -> str:
-    summary = trained.model_dir / "evaluation" / "summary.md"
-    parts = ["## Validation", ""]
-    if summary.is_file():
-        text = summary.read_text().strip()
-        # demote headings so that they nest under this section
-        text = "\n".join("##" + line if line.startswith("#") else line for line in text.splitlines())
-        parts += [
-            "Metrics of the packaged model on the held-out test images of its training data set"
-            " (`evaluation/metrics.csv`, attached):",
-            "",
-            text,
-            "",
-        ]
-    else:
-        parts += ["No evaluation of this model was found (`evaluation/summary.md` in the model folder).", ""]
-    parts += [
-        "To validate on your own data, acquire pairs of low- and high-resolution images of the same mitochondria,"
-        " rescale the low-resolution image as above, predict, and compare with the (deconvolved) high-resolution image"
-        " inside a mitochondria mask (SSIM / PSNR / NRMSE), as in the DeepCristae paper.",
-        "",
-        "Technical reproducibility: `bioimageio test rdf.yaml` reproduces the packaged test output with every weights"
-        " format (" + ", ".join(f"{e.weights_format} {e.max_abs_diff:.1e}" for e in exported) + " max abs difference"
-        " to Keras at export).",
-        "",
-    ]
-    return "\n".join(parts)
+def folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
-def write_readme(
-    dest: Path,
-    template: dict[str, Any],
-    trained: TrainedModel,
-    exported: Sequence[ExportedWeights],
-    halo: HaloMeasurement,
-    min_size: int,
-    step: int,
-) -> Path:
-    values = dict(trained.network.model_dump()) | {"loss": trained.config.loss, "epochs": trained.config.epochs}
-    doc = {k: _fmt(str(v), values) for k, v in (template.get("documentation") or {}).items()}
-    sections = [f"# {template['name']}", "", template["description"].strip(), ""]
-    if "overview" in doc:
-        sections += ["## Overview", "", doc["overview"].strip(), ""]
-    if "intended_use" in doc:
-        sections += ["## Intended use", "", doc["intended_use"].strip(), ""]
-    sections += [rescale_markdown(), weights_markdown(exported), tiling_markdown(halo, min_size, step)]
-    sections += [training_markdown(trained), validation_markdown(trained, exported)]
-    sections += conditions_of_use_markdown(trained.model_dir)
-    if "limitations" in doc:
-        sections += ["## Known limits", "", doc["limitations"].strip(), ""]
-    for key, text in doc.items():
-        if key not in ("overview", "intended_use", "limitations"):
-            sections += [f"## {key.replace('_', ' ').capitalize()}", "", text.strip(), ""]
-    cites = "\n".join(f"- {' '.join(c['text'].split())}" for c in template.get("cite", []))
-    sections += ["## Citation", "", cites, ""]
-    dest.write_text("\n".join(sections))
-    return dest
+def zip_folder(folder: Path, dest: Path) -> Path:
+    """The package folder's files, flat, in a zip (written atomically)."""
+    from cristae_zoo.export.tensorflow import zip_flat
+
+    return zip_flat(folder, dest)
 
 
-# ------------------------------------------------------------------------------------------ conditions of use
-# (issue 5) `cristae-zoo study limits` writes MODEL_DIR/conditions_of_use.md: the safe ranges of mitochondrion
-# width, blur and noise measured for this model. When present it becomes the README's "Conditions of use" section.
-
-CONDITIONS_OF_USE_FILE = "conditions_of_use.md"
+# ------------------------------------------------------------------------------------------------------ values
 
 
-def conditions_of_use_markdown(model_dir: Path) -> list[str]:
-    """README lines of the "Conditions of use" section, or none when the model folder has no such file."""
-    path = Path(model_dir) / CONDITIONS_OF_USE_FILE
-    if not path.is_file():
-        return []
-    text = path.read_text().strip()
-    # demote headings so that they nest under this section
-    text = "\n".join("##" + line if line.startswith("#") else line for line in text.splitlines())
-    return ["## Conditions of use", "", text, ""]
+def flat_values(training: dict[str, Any]) -> dict[str, Any]:
+    """Template placeholders from the training config: top-level scalars, and nested leaves by their own name."""
+    values: dict[str, Any] = {}
+    for key, value in training.items():
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not isinstance(v, (dict, list)):
+                    values.setdefault(k, v)
+                    values[f"{key}_{k}"] = v
+        elif isinstance(value, list):  # sizes as 16×32×32, names as mito, dna
+            numbers = all(isinstance(v, (int, float)) for v in value)
+            values[key] = ("×" if numbers else ", ").join(map(str, value))
+        else:
+            values[key] = value
+    return values
 
 
-# ------------------------------------------------------------------------------------------------- description
+def description_values(td: TensorDescription, training: dict[str, Any], exported: Sequence[ExportedWeights],
+                       model_dir: Path | None) -> dict[str, Any]:  # fmt: skip
+    halo = next((td.halo[a] for a in "yx" if a in td.halo), 0)
+    n = td.n_in
+    frames = (f"{n} consecutive frames t-{n // 2} … t+{n // 2} as channels" if td.frames_as_channels else "one frame")
+    summary = Path(model_dir) / "evaluation" / "summary.md" if model_dir is not None else None
+    results = summary.read_text().strip() if summary is not None and summary.is_file() else "(not evaluated)"
+    return flat_values(training) | {
+        "halo": halo, "halo_in": halo, "halo_out": halo * td.output_scale,
+        "halo_z": td.halo.get("z", 0), "min_z": td.min_size.get("z", 0),
+        "min_size": td.min_size.get("y", 0), "step": td.step.get("y", 1), "scale": td.output_scale,
+        "frames": frames, "variant": "MF" if td.frames_as_channels else "SF",
+        "input_channels": ", ".join(td.input_channels),
+        "input_axes": f"(batch, channel = {', '.join(td.input_channels)}, {', '.join(td.spatial_axes)})", "output_channels": ", ".join(td.output_channels),
+        "results": results,
+        "diffs": "; ".join(f"{e.weights_format}: {e.max_abs_diff:.2g}" for e in exported),
+    }  # fmt: skip
 
 
-def rescale_config() -> dict[str, Any]:
-    f = PAPER_RESCALE_FACTORS["Live-SR"]
-    return {
-        "training_pixel_size_nm": TRAINING_PIXEL_SIZE_NM,
-        "mitochondrion_width_px": MITO_WIDTH_PX,
-        "mitochondrion_width_nm": MITO_WIDTH_NM,
-        "factor_from_pixel_size": f"factor = pixel_size_nm / {TRAINING_PIXEL_SIZE_NM:g}",
-        "factor_from_width": f"factor = {MITO_WIDTH_PX} / mean_mitochondrion_width_px",
-        "paper_factors": {"fast_sted": 1.87, "live_sr": 2.6, "llsm": 4.16},
-        "imagej_menu": "Image > Scale... (X Scale = Y Scale = factor, Interpolation: Bicubic, Average when"
-        " downsizing, Create new window)",
-        "imagej_macro": f'run("Scale...", "x={f:g} y={f:g} width=W height=H interpolation=Bicubic average create'
-        ' title=rescaled"); // W, H = original size x factor',
-    }
-
-
-def build_description(
-    *,
-    template: dict[str, Any],
-    trained: TrainedModel,
-    exported: Sequence[ExportedWeights],
-    halo: HaloMeasurement,
-    min_size: int,
-    files: dict[str, Path],
-    attachments: Sequence[Path] = (),
-    test_input_info: dict[str, Any] | None = None,
-) -> Any:
-    """The `ModelDescr` (bioimageio.spec v0.5 classes); files are absolute paths in a work folder."""
-    from bioimageio.spec.model.v0_5 import (
-        AxisId,
-        BatchAxis,
-        ChannelAxis,
-        CiteEntry,
-        Config,
-        FileDescr,
-        Identifier,
-        InputTensorDescr,
-        IntervalOrRatioDataDescr,
-        LicenseId,
-        ModelDescr,
-        OutputTensorDescr,
-        ParameterizedSize,
-        ScaleRangeDescr,
-        ScaleRangeKwargs,
-        SizeReference,
-        SpaceInputAxis,
-        SpaceOutputAxisWithHalo,
-        TensorId,
-        Version,
-    )
-    from bioimageio.spec.generic.v0_3 import Author, Maintainer
-
-    from cristae_zoo import __version__
-    from cristae_zoo.export import exporters
-
-    step = divisibility(trained.network)
-    scale_nm = TRAINING_PIXEL_SIZE_NM
-    space_in = [
-        SpaceInputAxis(
-            id=AxisId(a), size=ParameterizedSize(min=min_size, step=step), unit="nanometer", scale=scale_nm
-        )
-        for a in ("y", "x")
-    ]
-    space_out = [
-        SpaceOutputAxisWithHalo(
-            id=AxisId(a),
-            size=SizeReference(tensor_id=TensorId(INPUT_NAME), axis_id=AxisId(a)),
-            halo=halo.declared,
-            unit="nanometer",
-            scale=scale_nm,
-        )
-        for a in ("y", "x")
-    ]
-    in_descr = (template.get("inputs") or {}).get("description", "")
-    out_descr = (template.get("outputs") or {}).get("description", "")
-    inp = InputTensorDescr(
-        id=TensorId(INPUT_NAME),
-        description=in_descr,
-        axes=[BatchAxis(), ChannelAxis(channel_names=[Identifier("mitochondria")]), *space_in],
-        test_tensor=FileDescr(source=files["test_input"]),
-        sample_tensor=FileDescr(source=files["sample_input"]),
-        data=IntervalOrRatioDataDescr(type="float32"),
-        preprocessing=[
-            ScaleRangeDescr(
-                kwargs=ScaleRangeKwargs(
-                    axes=[AxisId("y"), AxisId("x")], min_percentile=PERCENTILES[0], max_percentile=PERCENTILES[1]
-                )
-            )
-        ],
-    )
-    out = OutputTensorDescr(
-        id=TensorId(OUTPUT_NAME),
-        description=out_descr,
-        axes=[BatchAxis(), ChannelAxis(channel_names=[Identifier("restored")]), *space_out],
-        test_tensor=FileDescr(source=files["test_output"]),
-        sample_tensor=FileDescr(source=files["sample_output"]),
-        data=IntervalOrRatioDataDescr(type="float32"),
-    )
-    weights = weights_description(exported, exporters().values())
-    bio = bioimageio_fields(
-        template,
-        trained.keras_model,
-        training_epochs=float(trained.config.epochs),
-        training_batch_size=float(trained.config.batch_size),
-        initial_learning_rate=float(trained.config.learning_rate),
-        loss_function=trained.config.loss,
-        optimizer="Adam",
-    )
-    config = Config(
-        bioimageio=bio,
-        deepimagej={
-            "pyramidal_model": False,
-            "allow_tiling": True,
-            "model_keys": {
-                "model_tag": "tf.saved_model.tag_constants.SERVING",
-                "signature_definition": "tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY",
-            },
-        },
-        cristae_zoo={
-            "version": __version__,
-            "rescale": rescale_config(),
-            "network": trained.network.model_dump(mode="json"),
-            "halo": {
-                "receptive_field_px": halo.receptive_field,
-                "measured_px": halo.measured,
-                "declared_px": halo.declared,
-                "tiling_max_abs_diff_by_halo": {str(k): v for k, v in halo.diffs.items()},
-            },
-            "export": {
-                "tolerance": DEFAULT_TOLERANCE,
-                "max_abs_diff_vs_keras": {e.weights_format: e.max_abs_diff for e in exported},
-            },
-            "test_input": test_input_info or {},
-        },
-    )
-    return ModelDescr(
-        name=template["name"],
-        description=" ".join(str(template["description"]).split()),
-        authors=[Author(**a) for a in template["authors"]],
-        maintainers=[Maintainer(**m) for m in template.get("maintainers") or []],
-        cite=[CiteEntry(**c) for c in template["cite"]],
-        license=LicenseId(template["license"]),
-        tags=list(template["tags"]),
-        version=Version(str(template["version"])) if template.get("version") else None,
-        documentation=FileDescr(source=files["readme"]),
-        covers=[FileDescr(source=files["cover"])],
-        attachments=[FileDescr(source=p) for p in attachments],
-        inputs=[inp],
-        outputs=[out],
-        weights=weights,
-        config=config,
-    )
-
-
-def _raise_if_invalid(descr: Any, what: str) -> Any:
-    from bioimageio.spec import InvalidDescr
-
-    if isinstance(descr, InvalidDescr):
-        errors = descr.validation_summary.errors
-        first = f"{'.'.join(map(str, errors[0].loc))}: {errors[0].msg}" if errors else "unknown error"
-        raise CristaeZooError(f"{what}: the package description fails validation ({first})")
-    return descr
-
-
-def preprocess_like_core(descr: Any, test_input: np.ndarray) -> np.ndarray:
-    """The test input after the package's preprocessing, computed by bioimageio.core itself."""
-    from bioimageio.core import create_prediction_pipeline
-    from bioimageio.core.digest_spec import get_test_input_sample
-
-    weights_format = "onnx" if descr.weights.onnx is not None else None
-    sample = get_test_input_sample(descr)
-    with create_prediction_pipeline(descr, weights_format=weights_format) as pp:
-        pp.apply_preprocessing(sample)
-    x = sample.members[INPUT_NAME].data.to_numpy().astype(np.float32)
-    return x.reshape(test_input.shape)
+def rescale_config(td: TensorDescription) -> dict[str, Any]:
+    """The rescale requirement in the older layout (`config.cristae_zoo.rescale`) that rescale.py reads."""
+    assert td.rescale is not None
+    out: dict[str, Any] = {"training_pixel_size_nm": td.rescale.pixel_size_nm,
+                           "factor_from_pixel_size": f"factor = pixel_size_nm / {td.rescale.pixel_size_nm:g}"}  # fmt: skip
+    if td.rescale.structure_width_px:
+        out["mitochondrion_width_px"] = td.rescale.structure_width_px
+        out["mitochondrion_width_nm"] = round(td.rescale.structure_width_px * td.rescale.pixel_size_nm, 1)
+        out["factor_from_width"] = f"factor = {td.rescale.structure_width_px:g} / mean_mitochondrion_width_px"
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------ package
@@ -596,180 +465,222 @@ def package_model(
     output: Path | str,
     *,
     template: Path | str | None = None,
-    test_image: Path | str | None = None,
+    test_input: Path | str | np.ndarray | None = None,
     crop: int = DEFAULT_CROP,
+    overwrite: bool = False,
     zip_package: bool = True,
     tolerance: float = DEFAULT_TOLERANCE,
+    max_bytes: int = MAX_PACKAGE_BYTES,
     progress: Callable[[str], None] | None = None,
 ) -> PackageResult:
-    """Export the trained model in MODEL_DIR to a bioimage.io package folder `output` (and `output`.zip)."""
-    from bioimageio.spec import save_bioimageio_package, save_bioimageio_package_as_folder
+    """Export the trained model in MODEL_DIR (any system) as the bioimage.io package folder OUTPUT (+ OUTPUT.zip)."""
+    output = Path(output)
+    # refuse before the slow part, and again before the move (another run may have written meanwhile)
+    check_output(output, overwrite=overwrite, protect=[Path(model_dir)])
+    trained = load_model_folder(model_dir)
+    if progress is not None:
+        progress("load model")
+    return package_network(
+        trained, output, template=template, test_input=test_input, crop=crop, overwrite=overwrite,
+        zip_package=zip_package, tolerance=tolerance, max_bytes=max_bytes, progress=progress,
+    )  # fmt: skip
 
-    from cristae_zoo.export import exporters
+
+def package_network(
+    trained: TrainedNetwork,
+    output: Path | str,
+    *,
+    template: Path | str | dict[str, Any] | None = None,
+    test_input: Path | str | np.ndarray | None = None,
+    crop: int = DEFAULT_CROP,
+    overwrite: bool = False,
+    zip_package: bool = True,
+    tolerance: float = DEFAULT_TOLERANCE,
+    max_bytes: int = MAX_PACKAGE_BYTES,
+    tensors: TensorDescription | None = None,
+    readme_sections: Sequence[tuple[str, str]] | None = None,
+    training_facts: Sequence[str] = (),
+    progress: Callable[[str], None] | None = None,
+) -> PackageResult:
+    """Package a trained network held in memory; see the module docstring. `tensors` overrides the system's
+    description (only to re-export an older package as it was), `readme_sections` the template's README sections."""
+    from bioimageio.spec import load_description, save_bioimageio_package_as_folder
+
+    from cristae_zoo import __version__
+    from cristae_zoo.core.system import get_system
+    from cristae_zoo.export import exporters as all_exporters
+    from cristae_zoo.export.halo import cut_tiling_errors, halo_candidates
+    from cristae_zoo.export.rdf import (
+        build_description,
+        fill,
+        find_template,
+        load_template,
+        package_id,
+        plain_file_fields,
+        raise_if_invalid,
+        variant_values,
+    )
+    from cristae_zoo.export.readme import write_readme
 
     def step_done(name: str) -> None:
         if progress is not None:
             progress(name)
 
     output = Path(output)
-    template_path = find_template(template)
-    tmpl = load_template(template_path)
-    trained = load_trained_model(Path(model_dir))
-    step_done("load model")
+    protect = [trained.model_dir] if trained.model_dir is not None else []
+    check_output(output, overwrite=overwrite, protect=protect)
+    zip_path = output.with_name(output.name + ".zip") if zip_package else None
+    if zip_path is not None:
+        check_zip_output(zip_path, overwrite=overwrite)
+    system = get_system(trained.system)
+    td = tensors or system.tensor_description(trained.config)
+    tmpl = template if isinstance(template, dict) else load_template(find_template(trained.system, template))
+    training = trained.config.model_dump(mode="json")
+    model = trained.keras_model
 
-    network = trained.network
-    step = divisibility(network)
+    # ---- test input (raw, integer-valued, a valid size)
+    if test_input is None:
+        raw, source = default_test_input(trained, system)
+    elif isinstance(test_input, np.ndarray):
+        raw, source = test_input, "given array"
+    else:
+        raw, source = read_test_input(Path(test_input)), Path(test_input).name
+    raw = channels_first_input(raw, td, source)
+    raw, origin = select_crop(raw, td, crop)
+    raw, rounding = as_integer_valued(raw)
+    test_in = raw[None]
+    # refuse a network too large for the cap before the slow exports: four copies of float32 weights (SavedModel,
+    # ONNX, TorchScript, Keras) are the bulk of a package
+    estimate = 4 * 4 * int(model.count_params())
+    if estimate > max_bytes:
+        raise CristaeZooError(
+            f"{output}: the package would be about {estimate / 1024**2:.1f} MB ({model.count_params():,} parameters ×"
+            f" 4 formats), more than the {max_bytes / 1024**2:.0f} MB cap (use a smaller network); nothing was written"
+        )
+    test_input_info = {"source": source, "crop_origin": list(origin), "shape": list(raw.shape), "values": rounding}
+    step_done("test input")
 
     work = Path(tempfile.mkdtemp(prefix="cristae_zoo_package_"))
-    ctx = ExportContext(trained.keras_model, network, work_dir=work / "export")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.staging.", dir=output.parent))
+    ctx = ExportContext(
+        model, ndim=td.ndim, n_in=td.n_in, torch_twin=lambda: system.build_torch_twin(trained.config, model),
+        work_dir=work / "export",
+    )  # fmt: skip
     try:
-        ctx.work_dir.mkdir(parents=True)
+        ctx.work_dir.mkdir()
         files_dir = work / "files"
         files_dir.mkdir()
-
-        # test input: an integer-valued crop of the first test image
-        image_path = find_test_image(trained, Path(test_image) if test_image else None)
-        from cristae_zoo.export.halo import declared_halo
-
-        halo_px = declared_halo(network)
-        min_size = min_input_size(halo_px, step)
-        image = read_image_2d(image_path)
-        rounded = not bool(np.all(image == np.rint(image)))
-        if rounded:
-            image = np.rint(image)  # integer-valued so that nearest-rank and interpolated percentiles agree
-        raw_crop, origin = select_crop(image, crop, step, min_size)
-        test_input_info = {
-            "source": image_path.name,
-            "crop_origin_yx": list(origin),
-            "shape_yx": list(raw_crop.shape),
-            "rounded_to_integers": rounded,
-        }
-        raw_crop = raw_crop.astype(np.float32)
-        test_in = raw_crop[None, None]
-        files = {
-            "test_input": files_dir / "test_input.npy",
-            "sample_input": files_dir / "sample_input.tif",
-            "test_output": files_dir / "test_output.npy",
-            "sample_output": files_dir / "sample_output.tif",
-            "readme": files_dir / "README.md",
-            "cover": files_dir / "cover.png",
-        }
+        files = {name: files_dir / f for name, f in (
+            ("test_input", "test_input.npy"), ("test_output", "test_output.npy"), ("sample_input", "sample_input.tif"),
+            ("sample_output", "sample_output.tif"), ("readme", "README.md"), ("cover", "cover.png"))}  # fmt: skip
         np.save(files["test_input"], test_in)
-        _write_tif(files["sample_input"], raw_crop)
-        step_done("test input")
+        px = td.rescale.pixel_size_nm if td.rescale is not None else None
+        write_hyperstack(files["sample_input"], raw, td.spatial_axes, px)
 
-        # halo: measured on the trained network
-        def predict2d(im: np.ndarray) -> np.ndarray:
-            return keras_predict(trained.keras_model, im[None, None])[0, 0]
-
-        halo = measure_halo(predict2d, network)
-        step_done("halo")
-
-        # weights
-        x_check = scale_range_like_core(raw_crop)[None, None]
+        # ---- weights, each checked against Keras
+        x_check = normalise_like_package(test_in, td)
+        exporters = list(all_exporters().values())
         exported: list[ExportedWeights] = []
-        for name, exporter in exporters().items():
+        for exporter in exporters:
             exported.append(exporter.export_and_check(ctx, files_dir, x_check, tolerance=tolerance))
-            step_done(name)
+            step_done(exporter.weights_format)
 
-        # test output: Keras on the input as bioimageio.core preprocesses it (two passes: placeholder, then exact)
-        y_approx = keras_predict(trained.keras_model, x_check)
-        np.save(files["test_output"], y_approx)
-        _write_tif(files["sample_output"], y_approx[0, 0])
-        write_cover(raw_crop, y_approx[0, 0], files["cover"])
-        write_readme(files["readme"], tmpl, trained, exported, halo, min_size, step)
-        attachments = _attachments(trained, files_dir)
-        descr = build_description(
-            template=tmpl, trained=trained, exported=exported, halo=halo, min_size=min_size, files=files,
-            attachments=attachments, test_input_info=test_input_info,
-        )  # fmt: skip
-        x_core = preprocess_like_core(descr, test_in)
-        y = keras_predict(trained.keras_model, x_core)
-        np.save(files["test_output"], y)
-        _write_tif(files["sample_output"], y[0, 0])
-        write_cover(raw_crop, y[0, 0], files["cover"])
-        descr = build_description(
-            template=tmpl, trained=trained, exported=exported, halo=halo, min_size=min_size, files=files,
-            attachments=attachments, test_input_info=test_input_info,
-        )  # fmt: skip
+        # ---- attachments
+        attachments = [files_dir / KERAS_WEIGHTS_NAME, files_dir / TRAINING_CONFIG_NAME]
+        model.save_weights(str(attachments[0]))
+        attachments[1].write_text(yaml.safe_dump(training, sort_keys=False, allow_unicode=True))
+        if trained.model_dir is not None:
+            for rel, name in PROVENANCE_FILES:
+                src = Path(trained.model_dir) / rel
+                if src.is_file():
+                    shutil.copyfile(src, files_dir / name)
+                    attachments.append(files_dir / name)
+
+        halo_errors: dict[str, dict[int, float]] = {}
+
+        def describe(y: np.ndarray) -> Any:
+            np.save(files["test_output"], y)
+            write_hyperstack(files["sample_output"], y[0], td.spatial_axes, px / td.output_scale if px else None)
+            write_cover(raw, y[0], td, files["cover"])
+            values = description_values(td, training, exported, trained.model_dir)
+            values |= {k: fill(v, values) for k, v in variant_values(tmpl, training).items()}
+            write_readme(
+                files["readme"], template=tmpl, values=values, system=trained.system, tensors=td, training=training,
+                exported=exported, halo_errors=halo_errors, model_dir=trained.model_dir, sections=readme_sections,
+                training_facts=training_facts,
+            )  # fmt: skip
+            bio = dict(tmpl.get("bioimageio") or {})
+            bio["model_parameter_count"] = int(model.count_params())
+            cz: dict[str, Any] = {
+                "system": trained.system,
+                "version": __version__,
+                "tensors": td.model_dump(mode="json"),
+                "training": training,
+                "halo": {"declared_input_px": dict(td.halo),
+                         "tiling_max_abs_diff_by_halo": {a: {str(h): d for h, d in e.items()} for a, e in halo_errors.items()}},
+                "export": {"tolerance": tolerance,
+                           "max_abs_diff_vs_keras": {e.weights_format: e.max_abs_diff for e in exported}},
+                "test_input": test_input_info,
+            }  # fmt: skip
+            if td.rescale is not None:
+                cz["rescale"] = rescale_config(td)
+            config = {
+                "bioimageio": bio,
+                "deepimagej": {"pyramidal_model": False, "allow_tiling": True,
+                               "model_keys": {"model_tag": "tf.saved_model.tag_constants.SERVING",
+                                              "signature_definition": "tf.saved_model.signature_constants"
+                                                                      ".DEFAULT_SERVING_SIGNATURE_DEF_KEY"}},
+                "cristae_zoo": cz,
+            }  # fmt: skip
+            descr = build_description(
+                template=tmpl, values=values, tensors=td, exported=exported, exporters=exporters, files=files,
+                attachments=attachments, config=config, ident=str(tmpl.get("id") or package_id(output.name)),
+            )  # fmt: skip
+            return raise_if_invalid(descr, str(output))
+
+        # ---- test output: Keras on the input as bioimageio.core preprocesses it (first from our own normalisation,
+        # to have a description core can read, then exactly)
+        descr = describe(keras_predict(model, x_check))
+        x_core = preprocess_like_core(descr).reshape(test_in.shape)
+        y = keras_predict(model, x_core)
         step_done("test output")
 
-        # folder (replaced atomically), then zip
-        output.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-        try:
-            save_bioimageio_package_as_folder(descr, output_path=staging)
-            staging.chmod(0o755)  # mkdtemp makes it private
-            size = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file())
-            if size > MAX_PACKAGE_BYTES:
-                raise CristaeZooError(
-                    f"{output}: the package would be {size / 1024**2:.1f} MB, expected below"
-                    f" {MAX_PACKAGE_BYTES / 1024**2:.0f} MB (use a smaller network)"
-                )
-            if output.exists():
-                old = output.with_name(f".{output.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(output, old)
-                os.replace(staging, output)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(staging, output)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        # ---- tiling error per halo, along each spatial axis, on the normalised test input
+        for i, a in enumerate(td.spatial_axes):
+            axis = i - td.ndim
+            declared, step = td.halo.get(a, 0), max(1, td.step.get(a, 1))
+            halo_errors[a] = cut_tiling_errors(lambda t: keras_predict(model, t), x_core, axis,
+                                               halo_candidates(declared, step), step, td.axis_scale(a))  # fmt: skip
+        step_done("halo")
+        descr = describe(y)
+
+        # ---- the folder: staged, checked, moved into place
+        save_bioimageio_package_as_folder(descr, output_path=staging)
+        plain_file_fields(staging / "rdf.yaml")
+        staging.chmod(0o755)  # mkdtemp makes it private
+        reloaded = load_description(staging / "rdf.yaml", perform_io_checks=True)
+        raise_if_invalid(reloaded, f"{output} (rdf.yaml with plain documentation/covers)")
+        size = folder_size(staging)
+        if size > max_bytes:
+            raise CristaeZooError(
+                f"{output}: the package would be {size / 1024**2:.1f} MB, more than the {max_bytes / 1024**2:.0f} MB"
+                " cap (use a smaller network); nothing was written"
+            )
+        check_output(output, overwrite=overwrite, protect=protect)
+        place_folder(staging, output)
         step_done("write package")
-
-        zip_path = None
-        if zip_package:
-            from cristae_zoo.io import atomic_path
-
-            zip_path = output.with_name(output.name + ".zip")
-            with atomic_path(zip_path) as tmp:
-                tmp.unlink()
-                save_bioimageio_package(descr, output_path=tmp)
+        if zip_path is not None:
+            check_zip_output(zip_path, overwrite=overwrite)
+            zip_folder(output, zip_path)
         step_done("zip")
-        final = {e.weights_format: e for e in exported}
-        exported_final = [
-            ExportedWeights(e.weights_format, output / e.path.name, e.max_abs_diff, e.parent, e.versions)
-            for e in final.values()
-        ]
+        final = [ExportedWeights(e.weights_format, output / e.path.name, e.max_abs_diff, e.parent, e.versions)
+                 for e in exported]  # fmt: skip
         return PackageResult(
-            folder=output,
-            zip_path=zip_path,
-            rdf=output / "rdf.yaml",
-            exported=exported_final,
-            halo=halo,
-            min_size=min_size,
-            step=step,
-            size_bytes=size,
-            test_image=image_path,
-            crop_origin=origin,
-        )
+            folder=output, zip_path=zip_path, rdf=output / "rdf.yaml", exported=final, tensors=td,
+            halo_errors=halo_errors, size_bytes=size, test_input=source,
+        )  # fmt: skip
     finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        ctx.cleanup()
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _write_tif(path: Path, image: np.ndarray) -> None:
-    """Float32 TIFF calibrated at the training pixel size: the sample tensors are at the scale the model expects,
-    so `cristae-zoo predict` restores them with rescale factor 1 (the pixels are those of the test tensors)."""
-    import tifffile
-
-    px_um = TRAINING_PIXEL_SIZE_NM / 1000.0
-    tifffile.imwrite(path, np.asarray(image, dtype=np.float32), imagej=True, resolution=(1 / px_um, 1 / px_um),
-                     metadata={"unit": "um"})  # fmt: skip
-
-
-def _attachments(trained: TrainedModel, files_dir: Path) -> list[Path]:
-    """Training provenance: config, history, loss curve, metrics (copied under unique names)."""
-    out = []
-    for rel, name in (
-        ("config.yaml", "training_config.yaml"),
-        ("history.csv", "training_history.csv"),
-        ("loss_curve.png", "loss_curve.png"),
-        ("evaluation/metrics.csv", "evaluation_metrics.csv"),
-    ):
-        src = trained.model_dir / rel
-        if src.is_file():
-            dst = files_dir / name
-            shutil.copyfile(src, dst)
-            out.append(dst)
-    return out

@@ -1,10 +1,16 @@
-"""TensorFlow SavedModel weights (`tensorflow_saved_model_bundle`).
+"""TensorFlow SavedModel weights (`tensorflow_saved_model_bundle`), frozen: the weights are graph constants.
 
-The trained channels-last U-Net is wrapped between two `Permute` layers so that the SavedModel takes and returns
-bioimage.io's (batch, channel, y, x); the output is a dict `{"output": ...}` so that the serving signature is
+The trained channels-last network is wrapped between two `Permute` layers so that the SavedModel takes and returns
+bioimage.io's (batch, channel, [z,] y, x); the output is a dict `{"output": ...}` so that the serving signature is
 `{input} -> {output}` (deepImageJ matches signature keys to rdf tensor ids, and bioimageio.core's `TFSMLayer`
-backend asserts a dict). Keras 3 `model.export()` writes the `serve` and `serving_default` endpoints; the folder is
-zipped flat (`saved_model.pb`, `fingerprint.pb`, `variables/`).
+backend asserts a dict).
+
+Why frozen: Keras 3 `model.export()` saves variables, and TF ≥ 2.12 writes a `DisableCopyOnRead` op into the
+restore function for them, which TF 2.7 (deepImageJ's default TensorFlow Java engine) does not know: "Op type not
+registered". Converting the serving function's variables to constants and saving it from a plain `tf.Module`
+leaves no variable (and no `DisableCopyOnRead`, `VarHandleOp`, `ReadVariableOp`) in the graph; bioimageio.core
+still loads it (`TFSMLayer`, endpoint `serve`). It is also half the size (no second copy of the weights). The
+folder is zipped flat (`saved_model.pb`, `fingerprint.pb`, `variables/`).
 """
 
 from __future__ import annotations
@@ -20,29 +26,45 @@ import numpy as np
 from cristae_zoo.export.base import INPUT_NAME, OUTPUT_NAME, ExportContext, WeightsExporter
 from cristae_zoo.io import atomic_path
 
+#: Ops that mean the graph still holds variables (the SavedModel was not frozen).
+VARIABLE_OPS = frozenset({"VarHandleOp", "ReadVariableOp", "AssignVariableOp", "VariableV2"})
 
-def channels_first_wrapper(keras_model: Any) -> Any:
-    """(B, 1, Y, X) in, `{"output": (B, 1, Y, X)}` out, around a channels-last (B, Y, X, 1) model."""
+
+def channels_first_wrapper(keras_model: Any, ndim: int = 2, in_channels: int = 1) -> Any:
+    """(B, in_channels, [Z,] Y, X) in, `{"output": (B, C, [Z',] Y', X')}` out, around a channels-last model."""
     import keras
     from keras import layers
 
-    inp = keras.Input(shape=(1, None, None), name=INPUT_NAME, dtype="float32")
-    x = layers.Permute((2, 3, 1), name="to_channels_last")(inp)
+    inp = keras.Input(shape=(in_channels,) + (None,) * ndim, name=INPUT_NAME, dtype="float32")
+    x = layers.Permute(tuple(range(2, ndim + 2)) + (1,), name="to_channels_last")(inp)
     x = keras_model(x)
-    out = layers.Permute((3, 1, 2), name="to_channels_first")(x)
-    return keras.Model(inp, {OUTPUT_NAME: out}, name="deepcristae_bcyx")
+    out = layers.Permute((ndim + 1,) + tuple(range(1, ndim + 1)), name="to_channels_first")(x)
+    return keras.Model(inp, {OUTPUT_NAME: out}, name="bioimageio_channels_first")
 
 
-def write_saved_model(wrapper: Any, folder: Path) -> Path:
-    """`wrapper.export(folder, format="tf_saved_model")`, quietly."""
-    import contextlib
-    import io
+def write_frozen_saved_model(wrapper: Any, folder: Path, ndim: int, in_channels: int) -> Path:
+    """Save `wrapper`'s serving function with its variables folded into constants (signatures `serve` and
+    `serving_default`, input `input`, output dict key `output`)."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     folder = Path(folder)
     if folder.exists():
         shutil.rmtree(folder)
-    with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the endpoint signatures
-        wrapper.export(str(folder), format="tf_saved_model", verbose=False)
+    spec = tf.TensorSpec([None, in_channels] + [None] * ndim, tf.float32, name=INPUT_NAME)
+    traced = tf.function(lambda x: wrapper(x, training=False)).get_concrete_function(spec)
+    frozen = convert_variables_to_constants_v2(traced)
+
+    @tf.function(input_signature=[spec])
+    def serve(input: Any) -> dict[str, Any]:  # noqa: A002  (the signature's input key)
+        out = frozen(input)
+        out = out[OUTPUT_NAME] if isinstance(out, dict) else (out[0] if isinstance(out, (list, tuple)) else out)
+        return {OUTPUT_NAME: tf.identity(out, name=OUTPUT_NAME)}
+
+    module = tf.Module()
+    module.serve = serve
+    concrete = serve.get_concrete_function()
+    tf.saved_model.save(module, str(folder), signatures={"serve": concrete, "serving_default": concrete})
     return folder
 
 
@@ -70,7 +92,16 @@ class TensorflowExporter(WeightsExporter):
     file_name: ClassVar[str] = "tf_saved_model.zip"
     parent: ClassVar[str | None] = None
 
-    def export(self, ctx: ExportContext, dest: Path) -> Path:
+    def export(self, ctx: ExportContext, dest: Path, x: np.ndarray) -> Path:
+        from cristae_zoo.clients import savedmodel_ops, savedmodel_problems
+        from cristae_zoo.errors import CristaeZooError
+
+        # a TF/Keras upgrade could change what freezing leaves behind: old TF runtimes would fail to load it
+        problems = savedmodel_problems(ctx.saved_model_dir)
+        variables = sorted(savedmodel_ops(ctx.saved_model_dir) & VARIABLE_OPS)
+        if problems or variables:
+            what = "; ".join(problems + ([f"variable ops {', '.join(variables)}"] if variables else []))
+            raise CristaeZooError(f"the frozen SavedModel cannot be loaded by TF 2.7: {what}")
         return zip_flat(ctx.saved_model_dir, dest)
 
     def predict(self, weights: Path, x: np.ndarray) -> np.ndarray:
@@ -98,5 +129,6 @@ class TensorflowExporter(WeightsExporter):
             source=source,
             tensorflow_version=Version(versions["tensorflow_version"]),
             parent=parent,
-            comment="Keras 3 model.export(); signature keys 'input' -> 'output', (batch, channel, y, x).",
+            comment="Frozen (weights as constants, no variables: loads in TF 2.7); signatures serve and"
+            " serving_default, 'input' -> 'output', (batch, channel, [z,] y, x).",
         )

@@ -1,8 +1,15 @@
 """TorchScript weights (`torchscript`), for ilastik, whose runtime has neither TensorFlow nor ONNX Runtime.
 
-A PyTorch twin of `cristae_zoo.models.unet.build_unet`, built from the same `NetworkConfig`, takes the Keras
-kernels (HWIO → OIHW) and biases, and is compiled with `torch.jit.script` so that batch, y and x stay dynamic.
-torch is imported only here, lazily: it is needed to export, never to predict with the other formats.
+The system's PyTorch twin (its Keras weights copied in) is compiled with `torch.jit.trace`, not `torch.jit.script`:
+scripting compiles every branch of library functions such as `F.interpolate`, which puts ops like
+`aten::_upsample_lanczos2d_aa` into the saved graph, and older runtimes refuse to load a graph naming an op they do
+not know (ilastik pins torch 2.7, the bioimage.io website runner 2.5: "Unknown builtin op"). A trace records only
+the ops that ran. The twins have no data-dependent control flow, and the traced sizes stay symbolic (interpolation
+by a scale factor, convolutions, concatenation), so batch and spatial sizes stay dynamic; `bioimageio test` checks
+other sizes and batch sizes.
+
+`build_torch_unet` / `copy_keras_weights`: the DeepCristae (CARE U-Net) twin. torch is imported lazily: it is
+needed to export, never to predict with the other formats.
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ from cristae_zoo.config import NetworkConfig
 from cristae_zoo.errors import CristaeZooError
 from cristae_zoo.export.base import ExportContext, WeightsExporter
 from cristae_zoo.io import atomic_path
+
+#: torch versions of the clients the TorchScript weights must load in (ilastik 2.7, the website runner 2.5)
+OLD_TORCH_VERSIONS = ("2.7", "2.5")
 
 
 def _require_torch() -> Any:
@@ -78,18 +88,33 @@ def copy_keras_weights(torch_model: Any, keras_model: Any, network: NetworkConfi
     return torch_model.eval()
 
 
+def old_torch_problems(weights: Path) -> list[str]:
+    """Why torch 2.5/2.7 could not load these weights (ops or file format they lack), from `cristae_zoo.clients`'
+    measured op lists; empty when they load."""
+    from cristae_zoo.clients import torchscript_problems
+
+    return sorted({p for v in OLD_TORCH_VERSIONS for p in torchscript_problems(Path(weights), v)})
+
+
 class TorchscriptExporter(WeightsExporter):
     weights_format: ClassVar[str] = "torchscript"
     title: ClassVar[str] = "TorchScript"
     file_name: ClassVar[str] = "weights_torchscript.pt"
     parent: ClassVar[str | None] = "tensorflow_saved_model_bundle"
 
-    def export(self, ctx: ExportContext, dest: Path) -> Path:
+    def export(self, ctx: ExportContext, dest: Path, x: np.ndarray) -> Path:
         torch = _require_torch()
-        twin = copy_keras_weights(build_torch_unet(ctx.network), ctx.keras_model, ctx.network)
-        scripted = torch.jit.script(twin)
+        if ctx.torch_twin is None:
+            raise CristaeZooError("this system has no PyTorch twin: TorchScript weights cannot be exported")
+        twin = ctx.torch_twin().eval()
+        example = torch.from_numpy(np.ascontiguousarray(x[:1], dtype=np.float32))
+        with torch.no_grad():
+            traced = torch.jit.trace(twin, example, check_trace=False)
         with atomic_path(Path(dest)) as tmp:
-            torch.jit.save(scripted, str(tmp))
+            torch.jit.save(traced, str(tmp))
+        problems = old_torch_problems(Path(dest))
+        if problems:
+            raise CristaeZooError(f"{dest}: {'; '.join(problems)}")
         return Path(dest)
 
     def predict(self, weights: Path, x: np.ndarray) -> np.ndarray:
@@ -110,5 +135,6 @@ class TorchscriptExporter(WeightsExporter):
             source=source,
             pytorch_version=Version(versions["pytorch_version"]),
             parent=parent,
-            comment="PyTorch twin of the Keras U-Net with the Keras kernels copied in, torch.jit.script (for ilastik).",
+            comment="PyTorch twin of the Keras network with the Keras weights copied in, torch.jit.trace (no"
+            " scripted library branches: loads in torch 2.5/2.7, e.g. ilastik).",
         )

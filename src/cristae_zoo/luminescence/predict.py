@@ -3,7 +3,7 @@
 The image is reflect-padded to a multiple of the network's divisor and cropped back. With a tile size, it is
 predicted in tiles with `halo` px of context on every side (`export.halo.tiled_apply`, one window per tile,
 windows never crossing the image border), which equals the whole-image prediction once the halo covers the
-receptive field (`labelfree.package.receptive_radius`, rounded up to the divisor).
+receptive field (`labelfree.network.receptive_radius`, rounded up to the divisor).
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import numpy as np
 
 from cristae_zoo.errors import CristaeZooError
 from cristae_zoo.export.halo import tiled_apply
-from cristae_zoo.labelfree.network import LabelFreeNetworkConfig
-from cristae_zoo.labelfree.package import receptive_radius
+from cristae_zoo.labelfree.network import LabelFreeNetworkConfig, receptive_radius
 
 
 def seamless_halo(network: LabelFreeNetworkConfig) -> int:
