@@ -128,11 +128,12 @@ def _resample_units(units: np.ndarray, shape: tuple[int, int], resample: Callabl
     return np.stack([resample(p, shape) for p in flat]).reshape(*units.shape[:-2], *shape)
 
 
-def _predict(job: PlaneJob, units: np.ndarray) -> np.ndarray:
+def _predict(job: PlaneJob, units: np.ndarray, overwrite_input: bool = True) -> np.ndarray:
     with _TF_LOCK if _restorer(job).weights_format == "tensorflow_saved_model_bundle" else _nullcontext():
         # TensorFlow's SavedModel layer is not safe to call from several threads at once; ONNX Runtime and
         # TorchScript are.
-        return _restorer(job).predict_units(units)
+        # `units` was read for this call: it may be normalised in place (one full-size copy less)
+        return _restorer(job).predict_units(units, overwrite_input=overwrite_input)
 
 
 def _predict_with_std(job: PlaneJob, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +147,8 @@ def _predict_with_std(job: PlaneJob, units: np.ndarray) -> tuple[np.ndarray, np.
     stats = RunningMeanStd()
     for j in jobs:
         for i in range(job.tta):
-            stats.add(dihedral_inverse(_predict(j, dihedral_transform(units, i)), i))
+            # the identity transform returns `units` itself, which the next members/transforms still need
+            stats.add(dihedral_inverse(_predict(j, dihedral_transform(units, i), overwrite_input=False), i))
     mean, std = stats.result()
     return mean.astype(np.float32), std.astype(np.float32)
 

@@ -127,16 +127,18 @@ class Processing:
         self.package = package
         self.in_id = str(package.rdf["inputs"][0]["id"])
 
-    def preprocess(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def preprocess(self, x: np.ndarray, *, inplace: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """`inplace`: normalise float32 `x` in place (no full-size copy: an 8192² plane is 256 MiB)."""
         stats: dict[str, np.ndarray] = {}
-        x = self._apply(self.package.preprocessing, x, self.package.input_dims, stats, record=True)
+        x = self._apply(self.package.preprocessing, x, self.package.input_dims, stats, record=True, inplace=inplace)
         return x, stats
 
     def postprocess(self, y: np.ndarray, stats: dict[str, np.ndarray], source: np.ndarray | None = None) -> np.ndarray:
-        return self._apply(self.package.postprocessing, y, self.package.output_dims, stats, record=False)
+        return self._apply(self.package.postprocessing, y, self.package.output_dims, stats, record=False,
+                           inplace=True)  # y is the predictor's own array
 
     def _apply(self, steps: list[dict[str, Any]], x: np.ndarray, dims: tuple[str, ...],
-               stats: dict[str, np.ndarray], *, record: bool) -> np.ndarray:  # fmt: skip
+               stats: dict[str, np.ndarray], *, record: bool, inplace: bool = False) -> np.ndarray:  # fmt: skip
         # Arrays here are (B, C, *spatial); map the rdf's axis names onto those positions.
         names = ["batch", "channel", *[d for d in dims if d not in ("batch", "channel")]]
         for i, step in enumerate(steps):
@@ -160,7 +162,13 @@ class Processing:
                     lo, hi = np.quantile(x, q, axis=reduce, keepdims=True, method="linear")
                     if record:
                         stats[key] = np.stack([lo, hi])
-                x = (x - lo) / (hi - lo + float(kw.get("eps", EPS)))
+                scale = (hi - lo + float(kw.get("eps", EPS))).astype(np.float32)
+                if inplace and x.dtype == np.float32:
+                    x -= lo.astype(np.float32)
+                    x /= scale
+                else:
+                    x = (x - lo) / scale
+                    inplace = x.dtype == np.float32  # x is now our own array
             elif kind == "zero_mean_unit_variance":
                 mean = x.mean(axis=reduce, keepdims=True, dtype=np.float64)
                 std = x.std(axis=reduce, keepdims=True, dtype=np.float64)

@@ -394,9 +394,16 @@ class Restorer:
 
     # ------------------------------------------------------------------------------------------------ predict
 
-    def predict_units(self, units: np.ndarray, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    def predict_units(
+        self,
+        units: np.ndarray,
+        progress: Callable[[int, int], None] | None = None,
+        *,
+        overwrite_input: bool = False,
+    ) -> np.ndarray:
         """Predict (B, C_in, [Z], Y, X) units (each normalised on its own, as the package says); returns float32
-        (B, C_out, [Z], Y·s, X·s) with s the package's output scale."""
+        (B, C_out, [Z], Y·s, X·s) with s the package's output scale. `overwrite_input`: the units may be normalised
+        in place (saves a full-size copy; the restore path passes its own arrays)."""
         td = self.tensors
         pp = self.pipeline if self.engine == "bioimageio" else None
         units = np.asarray(units, dtype=np.float32)
@@ -417,7 +424,8 @@ class Restorer:
             from cristae_zoo.engines import Processing
 
             processing = Processing(self.rdf)
-            x, stat = processing.preprocess(units)
+            x, stat = processing.preprocess(units, inplace=overwrite_input)
+        del units
         if padded != shape:
             x = np.pad(x, [(0, 0), (0, 0)] + [(0, p - n) for p, n in zip(padded, shape)], mode="symmetric")
 
