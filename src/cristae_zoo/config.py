@@ -131,6 +131,43 @@ class SimulationConfig(YamlModel):
     offset: float = Field(100.0, ge=0, description="constant detector offset added to the counts")
     read_noise: float = Field(1.5, ge=0, description="sd of the Gaussian read noise (counts)")
     seed: int = 0
+    haze_intensity: tuple[float, float] = Field(
+        (0.08, 0.2), description="peak of each out-of-focus tube relative to the in-focus peak, drawn per tube"
+    )
+    # Randomisation over what real acquisitions vary (issue 14 item 2). Every knob below is off by default, and
+    # then draws nothing: the default data set is the same, image for image, as before these knobs existed
+    # (their draws come from a separate generator, seeded by (seed, index, 1), not from the image's own).
+    # A `*_range` option replaces, per image, the single value of the option it names (drawn uniformly).
+    width_mean_range_px: tuple[float, float] | None = Field(
+        None, description="per image: the mean mitochondrion width (replaces width_mean_px)"
+    )
+    curvature_sd_range: tuple[float, float] | None = Field(
+        None, description="per image: the sd of the centre line's curvature (replaces curvature_sd), rad/px"
+    )
+    cristae_tilt_sd_range_deg: tuple[float, float] | None = Field(
+        None, description="per mitochondrion: the sd of its cristae's tilt (replaces cristae_tilt_sd_deg)"
+    )
+    cristae_free_fraction: float = Field(
+        0.0, ge=0, le=1, description="chance that a mitochondrion has no cristae (boundary membrane and matrix only)"
+    )
+    labelling: Literal["inner_membrane", "matrix", "outer_membrane"] = Field(
+        "inner_membrane",
+        description="what the dye stains: inner membrane (boundary membrane + cristae + dim matrix, e.g. PKMITO), "
+        "matrix (a filled tube, e.g. matrix-targeted GFP: no cristae visible) or outer membrane (a ring, e.g. TOM20)",
+    )
+    labelling_weights: dict[Literal["inner_membrane", "matrix", "outer_membrane"], float] | None = Field(
+        None, description="per image: draw the labelling with these relative weights (replaces labelling)"
+    )
+    psf_fwhm_range_nm: tuple[float, float] | None = Field(
+        None, description="per image: the STED PSF FWHM (replaces psf_fwhm_nm)"
+    )
+    background_photons_range: tuple[float, float] | None = Field(
+        None, description="per image: the uniform background (replaces background_photons)"
+    )
+    empty_field_fraction: float = Field(
+        0.0, ge=0, le=1,
+        description="chance that an image has no in-focus mitochondria at all (background and haze only; empty masks)",
+    )
 
     @field_validator(
         "coverage",
@@ -141,26 +178,53 @@ class SimulationConfig(YamlModel):
         "brightness_range",
         "peak_photons",
         "n_out_of_focus",
+        "haze_intensity",
+        "width_mean_range_px",
+        "curvature_sd_range",
+        "cristae_tilt_sd_range_deg",
+        "psf_fwhm_range_nm",
+        "background_photons_range",
     )
     @classmethod
-    def _ordered_range(cls, value: tuple, info: ValidationInfo) -> tuple:
-        if value[0] > value[1] or value[0] < 0:
+    def _ordered_range(cls, value: tuple | None, info: ValidationInfo) -> tuple | None:
+        if value is not None and (value[0] > value[1] or value[0] < 0):
             raise ValueError(f"{info.field_name}: expected 0 <= low <= high, got {list(value)}")
         return value
 
-    @field_validator("width_range_px", "length_px", "cristae_spacing_nm", "peak_photons")
+    @field_validator(
+        "width_range_px", "length_px", "cristae_spacing_nm", "peak_photons", "width_mean_range_px", "psf_fwhm_range_nm"
+    )
     @classmethod
-    def _positive_range(cls, value: tuple, info: ValidationInfo) -> tuple:
-        # A zero width, length or spacing draws nothing (or loops forever); zero photons is an empty image.
-        if value[0] <= 0:
+    def _positive_range(cls, value: tuple | None, info: ValidationInfo) -> tuple | None:
+        # A zero width, length or spacing draws nothing (or loops forever); zero photons is an empty image; a zero
+        # PSF is no microscope.
+        if value is not None and value[0] <= 0:
             raise ValueError(f"{info.field_name}: expected 0 < low <= high, got {list(value)}")
+        return value
+
+    @field_validator("cristae_tilt_sd_range_deg")
+    @classmethod
+    def _tilt_below_max(cls, value: tuple | None) -> tuple | None:
+        # Tilts are clipped at cristae_max_tilt_deg (< 60°): a larger sd only piles tilts up at the clip.
+        if value is not None and value[1] >= 60:
+            raise ValueError(f"cristae_tilt_sd_range_deg: expected values below 60°, got {list(value)}")
+        return value
+
+    @field_validator("labelling_weights")
+    @classmethod
+    def _weights(cls, value: dict | None) -> dict | None:
+        if value is None:
+            return value
+        if any(w < 0 for w in value.values()) or sum(value.values()) <= 0:
+            raise ValueError(f"labelling_weights: expected weights >= 0 with a positive sum, got {dict(value)}")
         return value
 
     @model_validator(mode="after")
     def _fits_16_bits(self) -> SimulationConfig:
         # HR images are written as uint16 counts: the brightest pixels (a few times the 99.9th-percentile peak)
         # plus offset and background must stay below 65535, or they would be clipped silently.
-        brightest = 3 * self.peak_photons[1] + self.offset + 10 * self.background_photons
+        background = max(self.background_photons, (self.background_photons_range or (0.0, 0.0))[1])
+        brightest = 3 * self.peak_photons[1] + self.offset + 10 * background
         if brightest > 65535:
             raise ValueError(
                 f"peak_photons up to {self.peak_photons[1]:g} with offset {self.offset:g} would saturate the 16-bit HR"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ from scipy import ndimage as ndi
 from scipy.signal import lfilter
 
 from cristae_zoo.config import SimulationConfig
-from cristae_zoo.io import atomic_path, staged_dir, write_tiff
+from cristae_zoo.io import atomic_path, staged_dir, write_csv, write_tiff
 
 _STEP = 0.5  # centre-line sampling (px): fine enough that the nearest sample is within ~0.7 px of the true foot
 _RIM_DEPTH = 0.8  # the inner boundary membrane lies ~20 nm inside the outline (outer membrane + intermembrane space)
@@ -43,6 +43,7 @@ class SimulatedImage:
     mito_mask: np.ndarray  # bool (H, W), pixel centres inside an in-focus mitochondrion
     cristae_mask: np.ndarray  # bool (H, W), cristae lamellae pixels (before blur), a subset of mito_mask
     widths_px: list[float]  # the drawn width of each mitochondrion
+    params: dict[str, float | str] = field(default_factory=dict)  # what was drawn for this image (see _image_config)
 
 
 @dataclass
@@ -55,6 +56,8 @@ class _Tube:
     radius: np.ndarray  # local radius of each sample (px)
     shade: np.ndarray  # relative brightness of each sample (dye loading, focus)
     cristae_from: float  # arc length where cristae start (a branch's start is inside its parent)
+    has_cristae: bool = True  # False: a cristae-free mitochondrion (boundary membrane and matrix only)
+    tilt_sd_deg: float | None = None  # this mitochondrion's cristae tilt sd (None: the config's)
 
     @property
     def length(self) -> float:
@@ -233,7 +236,8 @@ def _draw_cristae_params(
         return empty, empty, empty, empty, empty
     # Neighbouring cristae share their orientation (AR(1) tilts), as stacks of lamellae do.
     max_tilt = np.deg2rad(config.cristae_max_tilt_deg)
-    tilt = np.deg2rad(config.cristae_tilt_sd_deg) * _smooth_noise(rng, n, 3.0)
+    tilt_sd = config.cristae_tilt_sd_deg if tube.tilt_sd_deg is None else tube.tilt_sd_deg
+    tilt = np.deg2rad(tilt_sd) * _smooth_noise(rng, n, 3.0)
     tan = np.tan(np.clip(tilt, -max_tilt, max_tilt))
     # Lamellae never cross: limit the tilt difference between neighbours to what their gap allows.
     r_at = np.interp(s, np.arange(len(tube.radius)) * _STEP, tube.radius) * 1.1
@@ -261,8 +265,9 @@ def _render_cristae(
     mask = np.zeros(canvas.shape, dtype=bool)
     half = config.cristae_thickness_px / 2
     for tube_id, (tube, box) in enumerate(zip(tubes, canvas.boxes, strict=True)):
+        # Drawn even for a cristae-free tube, so that everything drawn after it stays the same.
         s, tan, a, b, dens = _draw_cristae_params(rng, config, tube)
-        if len(s) == 0:
+        if len(s) == 0 or not tube.has_cristae:
             continue
         sel = (canvas.owner[box] == tube_id) & (canvas.depth[box] > 0)
         if not sel.any():
@@ -297,12 +302,44 @@ def _out_of_focus(rng: np.random.Generator, config: SimulationConfig) -> np.ndar
         if not line.any():
             continue
         tube = np.clip(width / 2 + 0.5 - ndi.distance_transform_edt(~line), 0, 1).astype(np.float32)
-        haze += rng.uniform(0.08, 0.2) * ndi.gaussian_filter(tube, rng.uniform(3.0, 6.0))
+        haze += rng.uniform(*config.haze_intensity) * ndi.gaussian_filter(tube, rng.uniform(3.0, 6.0))
     return haze
+
+
+_LABELLINGS = ("inner_membrane", "matrix", "outer_membrane")
+_OUTER_DEPTH = 0.25  # px; the outer membrane is the outline itself
+
+
+def _image_config(config: SimulationConfig, index: int) -> tuple[SimulationConfig, np.random.Generator, bool]:
+    """The config of image `index` with its per-image draws applied, the generator of the per-mitochondrion draws,
+    and whether the image is an empty field.
+
+    The draws come from their own generator, seeded by (seed, index, 1), and only for the knobs that are on: with
+    every knob off nothing is drawn and the image's own generator sees exactly the draws it always did.
+    """
+    vary = np.random.default_rng([config.seed, index, 1])
+    update: dict[str, object] = {}
+    if config.width_mean_range_px is not None:
+        update["width_mean_px"] = float(vary.uniform(*config.width_mean_range_px))
+    if config.curvature_sd_range is not None:
+        update["curvature_sd"] = float(vary.uniform(*config.curvature_sd_range))
+    if config.psf_fwhm_range_nm is not None:
+        update["psf_fwhm_nm"] = float(vary.uniform(*config.psf_fwhm_range_nm))
+    if config.background_photons_range is not None:
+        update["background_photons"] = float(vary.uniform(*config.background_photons_range))
+    if config.labelling_weights is not None:
+        names = list(config.labelling_weights)
+        p = np.array([config.labelling_weights[k] for k in names], float)
+        update["labelling"] = names[int(vary.choice(len(names), p=p / p.sum()))]
+    empty = config.empty_field_fraction > 0 and bool(vary.random() < config.empty_field_fraction)
+    # model_copy does not validate the update: the drawn values lie inside ranges validated with the config.
+    image_config = config.model_copy(update=update) if update else config
+    return image_config, vary, empty
 
 
 def simulate_image(config: SimulationConfig, index: int) -> SimulatedImage:
     """Simulate image `index` of the data set; the same (config, index) always gives the same image."""
+    config, vary, empty = _image_config(config, index)
     # A seed sequence of (seed, index): images are independent of each other and of how many are drawn.
     rng = np.random.default_rng([config.seed, index])
     canvas = _Canvas(config.height, config.width)
@@ -310,7 +347,7 @@ def simulate_image(config: SimulationConfig, index: int) -> SimulatedImage:
     widths: list[float] = []
     target = rng.uniform(*config.coverage)
     # The cap is per 512×512 px so that coverage, not the cap, decides how many mitochondria a large image gets.
-    limit = max(3, round(config.max_mitochondria * config.height * config.width / 512**2))
+    limit = 0 if empty else max(3, round(config.max_mitochondria * config.height * config.width / 512**2))
     attempts = 0
     while len(widths) < limit and attempts < 8 * limit:
         attempts += 1
@@ -318,7 +355,11 @@ def simulate_image(config: SimulationConfig, index: int) -> SimulatedImage:
         in_image, overlap = _overlap(canvas, candidate)
         if in_image < 0.5 or overlap > config.max_overlap:
             continue
+        # Per-mitochondrion knobs, shared by its branches (a mitochondrion is one compartment).
+        has_cristae = not (config.cristae_free_fraction > 0 and vary.random() < config.cristae_free_fraction)
+        tilt_sd = None if config.cristae_tilt_sd_range_deg is None else float(vary.uniform(*config.cristae_tilt_sd_range_deg))
         for tube in candidate:
+            tube.has_cristae, tube.tilt_sd_deg = has_cristae, tilt_sd
             _render_tube(canvas, tube, len(tubes))
             tubes.append(tube)
         widths.append(width)
@@ -327,10 +368,20 @@ def simulate_image(config: SimulationConfig, index: int) -> SimulatedImage:
 
     mito = canvas.depth > 0
     cristae, cristae_mask = _render_cristae(rng, config, canvas, tubes)
-    rim = config.rim_intensity * np.exp(-0.5 * ((canvas.depth - _RIM_DEPTH) / _RIM_SIGMA) ** 2)
-    matrix = config.matrix_intensity * np.clip(canvas.depth + 0.5, 0, 1)
-    # Cristae meet the boundary membrane at crista junctions: take the max so junctions are not doubly bright.
-    dye = (np.maximum(rim, cristae) + matrix) * canvas.shade
+    if config.labelling == "inner_membrane":
+        rim = config.rim_intensity * np.exp(-0.5 * ((canvas.depth - _RIM_DEPTH) / _RIM_SIGMA) ** 2)
+        matrix = config.matrix_intensity * np.clip(canvas.depth + 0.5, 0, 1)
+        # Cristae meet the boundary membrane at crista junctions: take the max so junctions are not doubly bright.
+        dye = (np.maximum(rim, cristae) + matrix) * canvas.shade
+    else:
+        # A matrix dye fills the tube evenly; an outer-membrane label is a ring at the outline. Neither shows the
+        # cristae as bright lamellae, so the image has none to restore: its cristae mask is empty. (The cristae were
+        # still drawn above, so the geometry and every later draw are those of the inner-membrane image.)
+        cristae_mask = np.zeros_like(cristae_mask)
+        if config.labelling == "matrix":
+            dye = np.clip(canvas.depth + 0.5, 0, 1) * canvas.shade
+        else:
+            dye = np.exp(-0.5 * ((canvas.depth - _OUTER_DEPTH) / _RIM_SIGMA) ** 2) * canvas.shade
     dye[~np.isfinite(dye)] = 0.0
 
     sigma = config.psf_fwhm_nm / (2 * math.sqrt(2 * math.log(2))) / config.pixel_size_nm
@@ -342,7 +393,13 @@ def simulate_image(config: SimulationConfig, index: int) -> SimulatedImage:
     noisy = counts + config.offset + rng.normal(0.0, config.read_noise, counts.shape)
     # A detector reports whole counts in a 16-bit range.
     hr = np.clip(np.round(noisy), 0, 65535).astype(np.float32)
-    return SimulatedImage(hr=hr, mito_mask=mito, cristae_mask=cristae_mask & mito, widths_px=widths)
+    params: dict[str, float | str] = {
+        "labelling": config.labelling, "width_mean_px": config.width_mean_px, "curvature_sd": config.curvature_sd,
+        "psf_fwhm_nm": config.psf_fwhm_nm, "background_photons": config.background_photons, "peak_photons": float(peak),
+        "empty_field": int(empty), "n_mitochondria": len(widths),
+        "cristae_free_mitochondria": sum(1 for t in tubes if not t.has_cristae and t.cristae_from == 0),
+    }  # fmt: skip
+    return SimulatedImage(hr=hr, mito_mask=mito, cristae_mask=cristae_mask & mito, widths_px=widths, params=params)
 
 
 def _tiff_kwargs(pixel_size_nm: float) -> dict:
@@ -357,7 +414,8 @@ SIMULATION_MARKER = "simulation.yaml"
 def simulate_dataset(
     config: SimulationConfig, out_dir: Path, progress: Callable[[int], None] | None = None, *, overwrite: bool = False
 ) -> list[Path]:
-    """Write out_dir/{hr,mito_mask,cristae_mask}/sim_NNN.tif, simulation.yaml and montage.png.
+    """Write out_dir/{hr,mito_mask,cristae_mask}/sim_NNN.tif, simulation.yaml, parameters.csv (what was drawn for
+    each image: labelling, width, PSF, photons, ...) and montage.png.
 
     HR images are uint16 photon counts + offset; masks are uint8 0/1. Returns the HR paths. The folder is built
     beside `out_dir` and moved into place when complete (`io.staged_dir`): an existing non-empty `out_dir` is
@@ -369,6 +427,7 @@ def simulate_dataset(
     digits = max(3, len(str(config.n_images - 1)))
     paths: list[Path] = []
     shown: list[SimulatedImage] = []
+    params: list[dict] = []
     with staged_dir(out_dir, overwrite=overwrite, marker=SIMULATION_MARKER) as staging:
         for i in range(config.n_images):
             image = simulate_image(config, i)
@@ -377,11 +436,13 @@ def simulate_dataset(
             write_tiff(staging / "mito_mask" / name, image.mito_mask.astype(np.uint8), **kwargs)
             write_tiff(staging / "cristae_mask" / name, image.cristae_mask.astype(np.uint8), **kwargs)
             paths.append(out_dir / "hr" / name)
+            params.append({"image": name, **image.params})
             if len(shown) < _MONTAGE_IMAGES:
                 shown.append(image)
             if progress is not None:
                 progress(1)
         config.to_yaml(staging / SIMULATION_MARKER)
+        write_csv(staging / "parameters.csv", params)
         save_montage(shown, staging / "montage.png", config.pixel_size_nm)
     return paths
 
