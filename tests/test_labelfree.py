@@ -62,22 +62,27 @@ def test_simulator_pairs(sim_data):
 
 
 def test_short_training_lowers_loss(sim_data, tmp_path):
-    from cristae_zoo.labelfree.train import LabelFreeTrainConfig, train
+    import json
 
-    cfg = LabelFreeTrainConfig(
+    from cristae_zoo.core.model_dir import load_model_dir
+    from cristae_zoo.core.trainer import train
+    from cristae_zoo.systems.labelfree import LabelFreeConfig
+
+    cfg = LabelFreeConfig(
         data_dir=str(sim_data), network=LabelFreeNetworkConfig(depth=2, filters=4), patch_size=[32, 32],
         batch_size=4, steps=60, validate_every=20,
     )  # fmt: skip
     result = train(cfg, tmp_path / "model")
-    hist = result["history"]
-    assert hist[-1]["train_mse"] < hist[0]["train_mse"]
+    hist = result.history
+    assert hist[-1]["loss"] < hist[0]["loss"]
     assert (tmp_path / "model" / "weights.keras").is_file()
-    parts = result["split"]
+    parts = json.loads((tmp_path / "model" / "split.json").read_text())
     assert len(parts["test"]) == 2 and len(parts["validation"]) == 1 and len(parts["train"]) == 3
 
     from cristae_zoo.labelfree.evaluate import evaluate, summary_markdown
 
-    rows = evaluate(tmp_path / "model")
+    m = load_model_dir(tmp_path / "model")
+    rows = evaluate(m.keras_model, m.config, sim_data, m.held_out_names())
     assert {r["method"] for r in rows} == {"unet", "baseline", "tl"} and len(rows) == 2 * 2 * 3
     assert "Pearson r" in summary_markdown(rows)
 
@@ -99,7 +104,7 @@ def test_pearson_and_ssim_match_scipy_skimage():
 
 
 def test_split_fractions():
-    from cristae_zoo.labelfree.train import split
+    from cristae_zoo.labelfree.data import split
 
     parts = split([f"i{k}" for k in range(40)], 0.25, 0.10, 0)
     assert [len(parts[k]) for k in ("train", "validation", "test")] == [27, 3, 10]
@@ -123,24 +128,17 @@ def test_bad_inputs(tmp_path):
 
 
 def test_cli_bad_input_is_one_line(tmp_path):
-    import typer
     from typer.testing import CliRunner
 
-    from cristae_zoo.cli_labelfree import register
+    from cristae_zoo.cli import app
 
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    register(app)
     _write_pairs(tmp_path, n=4)
     tifffile.imwrite(tmp_path / "mito" / "p2.tif", np.zeros((64, 32), np.float32))
-    r = CliRunner().invoke(app, ["labelfree", "train", "--data", str(tmp_path), "-o", str(tmp_path / "m"),
+    r = CliRunner().invoke(app, ["train", "--system", "labelfree", "--data", str(tmp_path), "-o", str(tmp_path / "m"),
                                  "--steps", "1", "--depth", "1", "--filters", "2"])  # fmt: skip
     assert r.exit_code == 2
     assert "p2.tif: fluorescence shape (64, 32) differs from TL" in r.output
+    assert not (tmp_path / "m").exists()  # nothing written before the data is checked
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
@@ -169,16 +167,19 @@ def test_torch_twin_matches_keras(ndim):
 
 def test_3d_training_and_evaluation(tmp_path):
     """z-stacks as a third axis: train a few steps and evaluate end to end."""
+    from cristae_zoo.core.model_dir import load_model_dir
+    from cristae_zoo.core.trainer import train
     from cristae_zoo.labelfree.evaluate import evaluate
-    from cristae_zoo.labelfree.train import LabelFreeTrainConfig, train
+    from cristae_zoo.systems.labelfree import LabelFreeConfig
 
     _write_pairs(tmp_path / "data", n=3, shape=(8, 24, 24), structures=("mito",))
-    cfg = LabelFreeTrainConfig(
+    cfg = LabelFreeConfig(
         data_dir=str(tmp_path / "data"), structures=["mito"], patch_size=[8, 16, 16], batch_size=2, steps=3,
         validate_every=3, network=LabelFreeNetworkConfig(ndim=3, depth=1, filters=2),
     )  # fmt: skip
     train(cfg, tmp_path / "m3")
-    rows = evaluate(tmp_path / "m3")
+    m = load_model_dir(tmp_path / "m3")
+    rows = evaluate(m.keras_model, m.config, tmp_path / "data", m.held_out_names())
     assert len(rows) == 3 and all(np.isfinite(r["pearson_r"]) for r in rows)  # 1 test image × 3 methods
 
 

@@ -239,20 +239,23 @@ def tiny_run(tmp_path_factory):
         LuminescenceSimulationConfig,
         simulate_dataset,
     )
-    from cristae_zoo.luminescence.train import LuminescenceTrainConfig, train
+    from cristae_zoo.core.trainer import train
+    from cristae_zoo.systems.luminescence import LuminescenceConfig
 
     root = tmp_path_factory.mktemp("lum")
     simulate_dataset(LuminescenceSimulationConfig(n_scenes=3, depth=8, height=64, width=64), root / "data")
-    cfg = LuminescenceTrainConfig(data_dir=str(root / "data"), network=care_network_config(3, 2, 2), patch_size=[8, 32, 32],
-                                  batch_size=2, steps=2, validate_every=2, test_fraction=0.34, validation_fraction=0)
+    cfg = LuminescenceConfig(data_dir=str(root / "data"), network=care_network_config(3, 2, 2), patch_size=[8, 32, 32],
+                             batch_size=2, steps=2, validate_every=2, test_fraction=0.34, validation_fraction=0)
     result = train(cfg, root / "model")
     return root, result
 
 
 def test_training_writes_model_and_history(tiny_run) -> None:
     root, result = tiny_run
-    assert (root / "model" / "weights.keras").is_file() and len(result["history"]) == 1
-    assert result["split"]["test"] and np.isfinite(result["best_val_nll"])
+    import json
+
+    assert (root / "model" / "weights.keras").is_file() and len(result.history) == 1
+    assert json.loads((root / "model" / "split.json").read_text())["test"] and np.isfinite(result.best_val_loss)
 
 
 def test_load_sample_errors(tmp_path: Path, tiny_run) -> None:
@@ -305,14 +308,16 @@ def test_cli_predict_writes_scale_and_refuses_2d(tiny_run, tmp_path: Path) -> No
 
 
 def test_evaluate_rows_and_figure(tiny_run, tmp_path: Path) -> None:
+    from cristae_zoo.core.model_dir import load_model_dir
     from cristae_zoo.luminescence.evaluate import evaluate, figure, summary_markdown
 
     root, result = tiny_run
-    rows = evaluate(root / "model")
+    m = load_model_dir(root / "model")
+    rows = evaluate(m.keras_model, m.config, root / "data", m.held_out_names())
     assert {r["method"] for r in rows} == {"input", "restoration", "long"}
     assert all(np.isfinite(r[k]) for r in rows for k in ("psnr", "ssim", "mask_mae", "pearson_in_mask"))
     assert "CARE restoration" in summary_markdown(rows)
-    png = figure(root / "model", result["split"]["test"][0], tmp_path / "f.png")
+    png = figure(m.keras_model, m.config, m.held_out_names()[0], tmp_path / "f.png", root / "data")
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 

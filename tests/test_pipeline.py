@@ -42,7 +42,7 @@ def test_prepare_writes_pairs_with_masks(data_dir):
 
 
 def test_two_step_training_writes_loadable_model(data_dir, tmp_path, capsys, monkeypatch):
-    from cristae_zoo.train import load_model
+    from cristae_zoo.core.model_dir import load_model_dir
 
     out = tmp_path / "model"
     code, err = run_cli(
@@ -53,13 +53,21 @@ def test_two_step_training_writes_loadable_model(data_dir, tmp_path, capsys, mon
     assert code == 0, err
     for f in ("config.yaml", "weights.keras", "history.csv", "loss_curve.png", "patches_overview.png"):
         assert (out / f).is_file(), f
-    model, cfg = load_model(out)
-    assert isinstance(cfg, TrainConfig) and cfg.network.filters == 4
+    loaded = load_model_dir(out)
+    model, cfg = loaded.keras_model, loaded.config
+    assert loaded.system.name == "deepcristae" and isinstance(cfg, TrainConfig) and cfg.network.filters == 4
     y = model.predict(np.zeros((1, 32, 32, 1), np.float32), verbose=0)
     assert y.shape == (1, 32, 32, 1)
     # A second run into the same folder is refused; --resume continues it.
     code, err = run_cli(["train", "--data", data_dir, "-o", out, "--epochs", "2"], capsys, monkeypatch)
     assert code == 2 and "--resume" in err
+    # --resume with a different network is refused (it would continue the old weights under a new config)
+    code, err = run_cli(
+        ["train", "--data", data_dir, "-o", out, "--epochs", "2", "--steps-per-epoch", "2", "--filters", "8", "--depth", "2", "--resume"],
+        capsys,
+        monkeypatch,
+    )
+    assert code == 2 and "network" in err and "Traceback" not in err
     code, err = run_cli(
         ["train", "--data", data_dir, "-o", out, "--epochs", "2", "--steps-per-epoch", "2", "--filters", "4", "--depth", "2", "--resume"],
         capsys,
@@ -77,14 +85,14 @@ def test_two_step_training_writes_loadable_model(data_dir, tmp_path, capsys, mon
 
 def test_training_is_reproducible(data_dir, tmp_path):
     from cristae_zoo.config import NetworkConfig
-    from cristae_zoo.train import train
+    from cristae_zoo.core.trainer import train
 
     histories = []
     for run in ("a", "b"):
         cfg = TrainConfig(data_dir=data_dir, output_dir=tmp_path / run, epochs=1, steps_per_epoch=2, batch_size=4,
                           network=NetworkConfig(filters=4, depth=2))
-        train(cfg)
-        histories.append((tmp_path / run / "history.csv").read_text())
+        result = train(cfg)
+        histories.append([(r["step"], r["loss"], r["val_loss"]) for r in result.history])  # (seconds differ)
     assert histories[0] == histories[1]
 
 

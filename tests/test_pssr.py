@@ -156,7 +156,7 @@ def test_torchscript_twin_matches_keras(n_frames):
 
 def test_multi_frame_initialised_from_single_frame_starts_equal():
     from cristae_zoo.pssr.network import PSSRNetworkConfig, build_pssr
-    from cristae_zoo.pssr.train import init_from
+    from cristae_zoo.systems.pssr import init_from
 
     sf = build_pssr(PSSRNetworkConfig(n_frames=1, filters=4, head_filters=4), seed=1)
     mf = build_pssr(PSSRNetworkConfig(n_frames=5, filters=4, head_filters=4), seed=2)
@@ -177,7 +177,7 @@ def test_residual_base_is_bilinear_upsampling_of_the_middle_frame():
 
 # ------------------------------------------------------------------------------------ training schedule
 def test_one_cycle_schedule():
-    from cristae_zoo.pssr.train import one_cycle
+    from cristae_zoo.systems.pssr import one_cycle
 
     lr0, m0 = one_cycle(0, 100, 1e-3)
     peak, m_peak = one_cycle(30, 100, 1e-3)
@@ -243,13 +243,14 @@ def test_snr_and_psnr_against_direct_formulas():
 def tiny_mf(tmp_path_factory):
     from cristae_zoo.pssr.movies import MovieConfig, simulate_movies
     from cristae_zoo.pssr.network import PSSRNetworkConfig
-    from cristae_zoo.pssr.train import PSSRTrainConfig, train
+    from cristae_zoo.core.trainer import train
+    from cristae_zoo.systems.pssr import PSSRConfig
 
     root = tmp_path_factory.mktemp("pssr")
     simulate_movies(MovieConfig(n_movies=4, n_frames=6, size=64), root / "data")
     net = PSSRNetworkConfig(n_frames=5, filters=4, head_filters=4)
-    cfg = PSSRTrainConfig(data_dir=str(root / "data"), network=net, lr_patch=8, batch_size=2, steps=3, validate_every=2,
-                          n_validation_movies=1, n_test_movies=1)  # fmt: skip
+    cfg = PSSRConfig(data_dir=str(root / "data"), network=net, lr_patch=8, batch_size=2, steps=3, validate_every=2,
+                     n_validation_movies=1, n_test_movies=1)  # fmt: skip
     result = train(cfg, root / "mf")
     return root, result
 
@@ -258,8 +259,10 @@ def test_training_keeps_best_and_prediction_writes_every_frame(tiny_mf):
     from cristae_zoo.pssr.predict import predict_file
 
     root, result = tiny_mf
-    assert [h["step"] for h in result["history"]] == [2, 3]
-    assert result["best_val_mse"] == min(h["val_mse"] for h in result["history"])
+    assert [h["step"] for h in result.history] == [2, 3]
+    assert result.best_val_loss == min(h["val_loss"] for h in result.history)
+    lrs = [h["learning_rate"] for h in result.history]  # the one-cycle hook ran: the rate changed between steps
+    assert lrs[0] != lrs[1]
     assert (root / "mf" / "weights.keras").is_file()
     shape = predict_file(root / "mf", root / "data" / "lr" / "movie_003.tif", root / "out.tif")
     assert shape == (6, 64, 64) and tifffile.imread(root / "out.tif").shape == (6, 64, 64)

@@ -41,11 +41,11 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_model(tiny):
     from cristae_zoo.config import NetworkConfig
-    from cristae_zoo.train import train
+    from cristae_zoo.core.trainer import train
 
     cfg = TrainConfig(data_dir=tiny / "data", output_dir=tiny / "model", network=NetworkConfig(filters=4, depth=2),
                       epochs=1, steps_per_epoch=1, batch_size=4)  # fmt: skip
-    return train(cfg)
+    return train(cfg).model_dir
 
 
 # ------------------------------------------------------------------------------------------------ building blocks

@@ -5,18 +5,16 @@ simulate → prepare → patches → train → evaluate → package → validate
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter is not for users
 
 import typer  # noqa: E402
-from rich.table import Table  # noqa: E402
 
-from cristae_zoo.config import DegradationConfig, PatchConfig, SimulationConfig, TrainConfig  # noqa: E402
-from cristae_zoo.cli_common import console, fail, new_progress, override, progress_bar, user_errors  # noqa: E402
+from cristae_zoo.config import DegradationConfig, SimulationConfig  # noqa: E402
+from cristae_zoo.cli_common import console, fail, new_progress, override, parse_ints, progress_bar, user_errors  # noqa: E402
 from cristae_zoo.errors import CristaeZooError  # noqa: E402
 
 app = typer.Typer(
@@ -98,21 +96,26 @@ def prepare(
 
 
 @app.command()
+@user_errors
 def patches(
     data_dir: Annotated[Path, typer.Argument(help="data folder written by `prepare`")],
     output: Annotated[Path, typer.Option("--output", "-o", help=".npz file to write")] = Path("runs/patches.npz"),
-    sampling: Annotated[str, typer.Option(help="'mito' (paper) or 'uniform'")] = "mito",
-    seed: Annotated[int, typer.Option(help="seed of the patch draw")] = 0,
+    sampling: Annotated[Optional[str], typer.Option(help="'mito' (paper) or 'uniform' (default: the config's)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="seed of the patch draw (default: the config's)")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing OUTPUT (.npz and .png)")] = False,
 ) -> None:
-    """Sample 128×128 training patches centred on mitochondria (or uniformly), 20 % for validation."""
+    """Sample 128×128 DeepCristae training patches centred on mitochondria (or uniformly), 20 % for validation."""
+    from cristae_zoo.io import atomic_path
     from cristae_zoo.plots import plot_patch_overview
-    from cristae_zoo.train import build_patch_set
+    from cristae_zoo.systems.deepcristae import DeepCristaeConfig, build_patch_set
 
-    cfg = _override(TrainConfig(), data_dir=data_dir, patches=_override(PatchConfig(), sampling=sampling, seed=seed).model_dump())
+    for target in (output, output.with_suffix(".png")):
+        if target.exists() and not overwrite:
+            raise CristaeZooError(f"{target}: already exists; use --overwrite to replace it")
+    base = DeepCristaeConfig(data_dir=data_dir)
+    cfg = _override(base, patches=_override(base.patches, sampling=sampling, seed=seed).model_dump())
     with progress_bar("sampling patches", None) as advance:
         patch_set, overview = build_patch_set(cfg, advance)
-    from cristae_zoo.io import atomic_path
-
     with atomic_path(output) as tmp:
         with open(tmp, "wb") as f:
             patch_set.save(f)
@@ -120,98 +123,160 @@ def patches(
     console.print(f"{len(patch_set.x_train)} training + {len(patch_set.x_val)} validation patches → {output}")
 
 
+#: `train` flag → key path in the training config (every flag defaults to None: the config's value stands)
+TRAIN_FLAGS: dict[str, tuple[str, ...]] = {
+    "data": ("data_dir",), "output": ("output_dir",), "loss": ("loss",), "epochs": ("epochs",),
+    "steps_per_epoch": ("steps_per_epoch",), "steps": ("steps",), "validate_every": ("validate_every",),
+    "batch_size": ("batch_size",), "learning_rate": ("learning_rate",), "seed": ("seed",),
+    "pixel_size": ("pixel_size_nm",), "init_from": ("init_from",), "max_minutes": ("max_minutes",),
+    "filters": ("network", "filters"), "depth": ("network", "depth"), "ndim": ("network", "ndim"),
+    "frames": ("network", "n_frames"), "sampling": ("patches", "sampling"), "structures": ("structures",),
+    "patch": ("patch_size",),
+}  # fmt: skip
+
+
+def training_config(config: Optional[Path], system: Optional[str], **flags: Any) -> Any:
+    """The training config of `cristae-zoo train`: the YAML (or the system's defaults), then the flags that were
+    given, each checked against the system's config ('--epochs: not an option of labelfree')."""
+    from cristae_zoo.core.system import get_system, training_config_from_dict, training_config_from_yaml
+
+    if config is not None:
+        base = training_config_from_yaml(config)
+        if system is not None and system != base.system:
+            raise CristaeZooError(f"--system {system}: {config} is a {base.system} config")
+        data = base.model_dump(mode="json", exclude_unset=False)
+    else:
+        name = system or "deepcristae"
+        data = {"system": get_system(name).name}
+    cls = get_system(data["system"]).config_class
+    paths = dict(TRAIN_FLAGS)
+    mode, bin_factor = flags.pop("mode", None), flags.pop("bin_factor", None)
+    if flags.pop("no_residual", False):  # DeepCristae: network.residual; luminescence: the head's residual
+        flags["residual"] = False
+        paths["residual"] = ("residual",) if "residual" in cls.model_fields else ("network", "residual")
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        path = paths.get(flag, (flag,))
+        field = cls.model_fields.get(path[0])
+        if field is None or (len(path) > 1 and path[1] not in getattr(field.annotation, "model_fields", {})):
+            raise CristaeZooError(f"--{flag.replace('_', '-')}: not an option of the {data['system']} system")
+        if flag == "structures":
+            value = [s.strip() for s in str(value).split(",") if s.strip()]
+        elif flag == "patch":
+            value = parse_ints(str(value), "--patch")
+        elif flag in ("data", "output"):
+            value = str(value)
+        target = data
+        for key in path[:-1]:
+            target = target.setdefault(key, {})
+        target[path[-1]] = value
+    if mode is not None or bin_factor is not None:
+        if "mode" not in cls.model_fields:
+            raise CristaeZooError(f"--mode/--bin-factor: not options of the {data['system']} system")
+        from cristae_zoo.luminescence.modes import ModeConfig
+
+        if mode is not None:  # a mode's folders and binning defaults, as `ModeConfig.for_mode` gives them
+            if mode not in ("pairs", "binning", "noise2noise"):
+                raise CristaeZooError(f"--mode {mode!r}: expected pairs, binning or noise2noise")
+            data["mode"] = ModeConfig.for_mode(mode, bin_factor or 4).model_dump()  # type: ignore[arg-type]
+        else:
+            data.setdefault("mode", {})["bin_factor"] = bin_factor
+    return training_config_from_dict(data, str(config) if config else "options")
+
+
 @app.command()
+@user_errors
 def train(
-    config: Annotated[Optional[Path], typer.Argument(help="TrainConfig YAML (optional; flags override it)")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="data folder written by `prepare`")] = None,
+    config: Annotated[Optional[Path], typer.Argument(help="training config YAML; its `system:` names the system (flags override it)")] = None,
+    system: Annotated[Optional[str], typer.Option(help="without a CONFIG: deepcristae (default) | labelfree | pssr | luminescence")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="training data folder")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="model folder to write")] = None,
-    loss: Annotated[Optional[str], typer.Option(help="scop (DeepCristae) | mae (CARE) | mse | dssim")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace the files a training writes in an existing --output")] = False,
+    resume: Annotated[bool, typer.Option(help="continue the interrupted training in --output (same config; budget may grow)")] = False,
+    init_from: Annotated[Optional[str], typer.Option(help="fine-tune: start from this package (name, folder, rdf, zip) of the same system")] = None,
+    pixel_size: Annotated[Optional[float], typer.Option(help="pixel size of the training data (nm): the package's rescale requirement")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(help="wall-time budget; the training stops resumably")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="stop this run after this many steps (resumable)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="seed of split, patch draws and initialisation")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="patches per batch")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(help="Adam learning rate (PSSR: the one-cycle peak)")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="training steps (labelfree, pssr, luminescence)")] = None,
+    validate_every: Annotated[Optional[int], typer.Option(help="steps between validations (labelfree, pssr, luminescence)")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="epochs (deepcristae)")] = None,
+    steps_per_epoch: Annotated[Optional[int], typer.Option(help="batches per epoch (deepcristae; default: all patches)")] = None,
+    loss: Annotated[Optional[str], typer.Option(help="deepcristae: scop | mae (CARE) | mse | dssim; luminescence: laplace | gaussian")] = None,
     sampling: Annotated[Optional[str], typer.Option(help="mito (DeepCristae) | uniform (CARE)")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="epochs")] = None,
-    steps_per_epoch: Annotated[Optional[int], typer.Option(help="batches per epoch (default: all patches)")] = None,
     filters: Annotated[Optional[int], typer.Option(help="filters of the first U-Net level")] = None,
     depth: Annotated[Optional[int], typer.Option(help="U-Net depth")] = None,
-    no_residual: Annotated[bool, typer.Option("--no-residual", help="drop the input-to-output addition")] = False,
-    seed: Annotated[Optional[int], typer.Option(help="seed of patch draw, shuffling and initialisation")] = None,
-    resume: Annotated[bool, typer.Option(help="continue an interrupted training in --output")] = False,
+    no_residual: Annotated[bool, typer.Option("--no-residual", help="deepcristae: drop the input-to-output addition")] = False,
+    ndim: Annotated[Optional[int], typer.Option(help="labelfree, luminescence: 2 or 3")] = None,
+    frames: Annotated[Optional[int], typer.Option(help="pssr: 1 (PSSR-SF) or 5 (PSSR-MF)")] = None,
+    structures: Annotated[Optional[str], typer.Option(help="labelfree: comma-separated structure folders")] = None,
+    patch: Annotated[Optional[str], typer.Option(help="labelfree, luminescence: patch size, e.g. 64,64 or 16,32,32")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="luminescence: pairs | binning | noise2noise")] = None,
+    bin_factor: Annotated[Optional[int], typer.Option(help="luminescence binning: 2, 4 or 8")] = None,
 ) -> None:
-    """Train a restoration network; keep the best model on validation loss in a model folder."""
-    from cristae_zoo.train import train as run_training
+    """Train any system's network with the one trainer; keep the best weights on validation loss in a model folder.
 
-    cfg = TrainConfig.from_yaml(config) if config else TrainConfig()
-    net = _override(cfg.network, filters=filters, depth=depth, residual=False if no_residual else None)
-    pat = _override(cfg.patches, sampling=sampling, seed=seed)
-    cfg = _override(
-        cfg, data_dir=data, output_dir=output, loss=loss, epochs=epochs, steps_per_epoch=steps_per_epoch, seed=seed,
-        network=net.model_dump(), patches=pat.model_dump(),
-    )
-    with progress_bar(f"training ({cfg.loss})", cfg.epochs) as advance:
-        out = run_training(
-            cfg,
-            resume=resume,
-            on_epoch=lambda e, logs: advance(1, f"loss {logs['loss']:.4f}  val {logs['val_loss']:.4f}"),
-            on_patches=None,
-        )
-    console.print(f"model folder: {out} (best weights: {out / 'weights.keras'}, curve: {out / 'loss_curve.png'})")
+    CONFIG.yaml names its system (`system:`); without one, the flags build a DeepCristae config (or --system's).
+
+    Flags override the config; flags not given keep the config's values (the CLI has no defaults of its own)."""
+    from cristae_zoo.cli_common import new_progress
+    from cristae_zoo.core.trainer import train as run_training
+    from cristae_zoo.io import cleanup_on_signals
+
+    cfg = training_config(
+        config, system, data=data, output=output, init_from=init_from, pixel_size=pixel_size, max_minutes=max_minutes,
+        seed=seed, batch_size=batch_size, learning_rate=learning_rate, steps=steps, validate_every=validate_every,
+        epochs=epochs, steps_per_epoch=steps_per_epoch, loss=loss, sampling=sampling, filters=filters, depth=depth,
+        no_residual=no_residual, ndim=ndim, frames=frames, structures=structures, patch=patch, mode=mode,
+        bin_factor=bin_factor,
+    )  # fmt: skip
+    if config is not None and output is None and cfg.output_dir is None:
+        raise CristaeZooError(f"{config}: no output_dir in the config; give --output")
+    # SIGTERM/SIGHUP unwind like Ctrl-C: the lock is released; the folder keeps its last checkpoint for --resume
+    with cleanup_on_signals(), new_progress() as bar:
+        task: list[Any] = []
+
+        def progress(step: int, total: int, message: str) -> None:
+            if not task:
+                task.append(bar.add_task(f"training {cfg.system}", total=total, completed=step, info=""))
+            bar.update(task[0], completed=step, total=total, **({"info": message} if message else {}))
+
+        result = run_training(cfg, resume=resume, overwrite=overwrite, max_steps=max_steps, progress=progress)
+    how = "" if result.finished else f" (stopped by the {result.stopped} at step {result.steps} of {result.total_steps}: --resume continues)"
+    console.print(f"model folder: {result.model_dir} (best validation loss {result.best_val_loss:.4g}){how}")
 
 
 @app.command()
+@user_errors
 def evaluate(
-    model_dirs: Annotated[list[Path], typer.Argument(help="one or more model folders written by `train`")],
-    data: Annotated[Optional[Path], typer.Option(help="data folder (default: the first model's data_dir)")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="folder for CSV/PNG (default: MODEL/evaluation)")] = None,
-    baselines: Annotated[bool, typer.Option(help="also evaluate input, median, Wiener and RL")] = True,
+    model_dirs: Annotated[list[Path], typer.Argument(help="one or more model folders of one system written by `train`")],
+    data: Annotated[Optional[Path], typer.Option(help="data to evaluate on (default: the training's held-out data)")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="folder for CSV/MD/PNG (default: MODEL/evaluation)")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an earlier evaluation in the output folder")] = False,
 ) -> None:
-    """Metrics of the paper (NRMSE, PSNR, SSIM; whole, _mito, _cristae) on the test split, vs baselines."""
-    from cristae_zoo.data.prepare import load_split
-    from cristae_zoo.evaluate import COLUMNS, baselines as baseline_restorers, evaluate as run_eval, keras_restorer, summary_markdown
-    from cristae_zoo.io import atomic_write_text
-    from cristae_zoo.models.unet import divisibility
-    from cristae_zoo.plots import plot_restoration
-    from cristae_zoo.train import load_model
+    """The system's metrics and baselines on held-out data (DeepCristae: NRMSE, PSNR, SSIM vs median, Wiener, RL;
+    label-free: Pearson r, SSIM; PSSR: PSNR, SSIM, SNR vs bilinear; luminescence: PSNR, SSIM, mask MAE, Pearson r)."""
+    from cristae_zoo.core.model_dir import load_model_dir
 
-    models = {}
-    for d in model_dirs:
-        model, cfg = load_model(d)
-        models[d.name] = (model, cfg)
-    first_cfg = next(iter(models.values()))[1]
-    data_dir = data or first_cfg.data_dir
+    models = [load_model_dir(d) for d in model_dirs]
+    system = models[0].system
+    for m in models[1:]:
+        if m.system.name != system.name:
+            raise CristaeZooError(f"{m.model_dir}: a {m.system.name} model; {models[0].model_dir} is {system.name}: evaluate one system at a time")
     out = output or model_dirs[0] / "evaluation"
-    deg_file = Path(data_dir) / "degradation.yaml"
-    degradation = DegradationConfig.from_yaml(deg_file) if deg_file.is_file() else DegradationConfig()
-    pairs = load_split(Path(data_dir), "test")
-    restorers = baseline_restorers(degradation) if baselines else {}
-    for name, (model, cfg) in models.items():
-        restorers[name] = keras_restorer(model, degradation, divisibility(cfg.network))
-    with progress_bar("evaluating", len(pairs) * len(restorers)) as advance:
-        result = run_eval(pairs, restorers, degradation, progress=advance)
-    summary = result.summary()
-
+    for name in ("metrics.csv", "summary.md"):
+        if (out / name).exists() and not overwrite:
+            raise CristaeZooError(f"{out / name}: an earlier evaluation is there; use --overwrite to replace it or choose another --output")
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["method", "image", *COLUMNS])
-        writer.writeheader()
-        writer.writerows(result.rows)
-    md = summary_markdown(summary)
-    atomic_write_text(out / "summary.md", md)
-    table = Table(title=f"test set: {len(pairs)} images of {data_dir} (mean ± sd)")
-    table.add_column("metric")
-    for m in summary:
-        table.add_column(m, justify="right")
-    for c in COLUMNS:
-        table.add_row(c, *(f"{summary[m][c][0]:.3f} ± {summary[m][c][1]:.3f}" for m in summary))
-    Console().print(table)
-    from cristae_zoo.data.degrade import percentile_normalize
-    from cristae_zoo.data.mask import mitochondria_mask
+    with progress_bar(f"evaluating ({system.name})", None) as advance:
+        md = system.evaluate(models, out, data_dir=data, progress=advance)
+    from cristae_zoo.cli_common import out as stdout
 
-    for pair in pairs[:3]:
-        gt = percentile_normalize(pair.gt, degradation.p_low, degradation.p_high)
-        panels = {"input": result.restored.get("Input", {}).get(pair.name, percentile_normalize(pair.input))}
-        panels |= {name: result.restored[name][pair.name] for name in models}
-        panels["ground truth"] = gt
-        mito = pair.mito_mask if pair.mito_mask is not None else mitochondria_mask(pair.input)
-        plot_restoration(panels, mito, out / f"{pair.name}_restoration.png", title=pair.name)
-    console.print(f"wrote {out / 'metrics.csv'}, {out / 'summary.md'} and restoration PNGs")
+    stdout.print(md, highlight=False, markup=False)
+    console.print(f"wrote {out / 'metrics.csv'}, {out / 'summary.md'} and figures")
 
 
 @app.command()

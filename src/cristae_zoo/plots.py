@@ -27,15 +27,21 @@ def _display_range(image: np.ndarray) -> tuple[float, float]:
 
 
 def plot_loss_curve(history_csv: Path, path: Path, title: str = "loss") -> None:
+    """Training and validation loss against the training step (older histories: against the epoch)."""
     with open(history_csv) as f:
         rows = list(csv.DictReader(f))
-    epochs = [int(r["epoch"]) + 1 for r in rows]
+    if not rows:
+        return
+    by_step = "step" in rows[0]
+    xs = [int(r["step"]) if by_step else int(r["epoch"]) + 1 for r in rows]
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(epochs, [float(r["loss"]) for r in rows], label="training")
-    ax.plot(epochs, [float(r["val_loss"]) for r in rows], label="validation")
-    best = int(np.argmin([float(r["val_loss"]) for r in rows]))
-    ax.axvline(epochs[best], color="grey", ls=":", label=f"best (epoch {epochs[best]})")
-    ax.set(xlabel="epoch", ylabel=title, title=title)
+    ax.plot(xs, [float(r["loss"]) for r in rows], label="training")
+    ax.plot(xs, [float(r["val_loss"]) for r in rows], label="validation")
+    val = np.array([float(r["val_loss"]) for r in rows])
+    if np.isfinite(val).any():
+        best = int(np.nanargmin(np.where(np.isfinite(val), val, np.nan)))
+        ax.axvline(xs[best], color="grey", ls=":", label=f"best ({'step' if by_step else 'epoch'} {xs[best]})")
+    ax.set(xlabel="step" if by_step else "epoch", ylabel=title, title=title)
     ax.legend()
     _save(fig, path)
 

@@ -189,9 +189,10 @@ def training_config_from_dict(data: Any, where: str = "config") -> TrainingConfi
         raise CristaeZooError(f"{where}: expected a mapping of config keys, got {type(data).__name__}")
     if "system" not in data:
         raise CristaeZooError(f"{where}: no `system:` key; expected one of {', '.join(sorted(systems()))}")
-    system = get_system(str(data["system"])) if isinstance(data["system"], str) else None
-    if system is None:
-        raise CristaeZooError(f"{where}: `system:` must be a name, one of {', '.join(sorted(systems()))}")
+    known = systems()
+    if not isinstance(data["system"], str) or data["system"] not in known:
+        raise CristaeZooError(f"{where}: unknown system {data['system']!r}; expected one of {', '.join(sorted(known))}")
+    system = known[data["system"]]
     try:
         return system.config_class.model_validate(data)
     except ValidationError as err:

@@ -56,20 +56,15 @@ def baseline(tl: np.ndarray, n: int) -> np.ndarray:
     return np.repeat(-tl[None], n, axis=0)
 
 
-def evaluate(model_dir: Path, data_dir: Path | None = None, names: list[str] | None = None) -> list[dict[str, Any]]:
-    """One row per (image, structure, method) on the test split (or `names`).
+def evaluate(model: Any, config: Any, data_dir: Path, names: list[str]) -> list[dict[str, Any]]:
+    """One row per (image, structure, method) on `names` (the test split of the training, or the user's pairs).
 
     Methods: `unet`; `baseline`, the inverted normalised TL; `tl`, the normalised TL itself (its Pearson r is minus
     the baseline's: whether structures look dark or bright in TL depends on the sign of the defocus).
     """
-    from cristae_zoo.labelfree.train import held_out_names, load_model
-
-    model, config = load_model(model_dir)
-    data_dir = Path(data_dir or config.data_dir)
-    names = held_out_names(model_dir, names)
     rows = []
     for name in names:
-        pair = load_pair(data_dir, name, config.structures, config.network.ndim, min_size=2)
+        pair = load_pair(Path(data_dir), name, config.structures, config.network.ndim, min_size=2)
         for method, pred in (("unet", predict_image(model, pair.tl, config.network.divisor)),
                              ("baseline", baseline(pair.tl, len(config.structures))),
                              ("tl", -baseline(pair.tl, len(config.structures)))):
@@ -96,22 +91,16 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    from cristae_zoo.io import write_csv as write_rows
-
-    write_rows(path, rows)
-
-
-def figure(model_dir: Path, pair: Pair, structures: list[str], dest: Path) -> Path:
+def figure(model: Any, config: Any, pair: Pair, dest: Path) -> Path:
     """TL | prediction | fluorescence, one row per structure (3D: the middle plane)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cristae_zoo.labelfree.train import load_model
+    from cristae_zoo.io import atomic_path
 
-    model, config = load_model(model_dir)
+    structures = config.structures
     pred = predict_image(model, pair.tl, config.network.divisor)
     mid = (lambda a: a[a.shape[0] // 2]) if pair.tl.ndim == 3 else (lambda a: a)
     fig, axes = plt.subplots(len(structures), 3, figsize=(9, 3 * len(structures)), squeeze=False)
@@ -125,6 +114,7 @@ def figure(model_dir: Path, pair: Pair, structures: list[str], dest: Path) -> Pa
             ax.set_title(f"{title}\nr = {pearson(pred[c], pair.targets[c]):.2f}" if "U-Net" in title else title, fontsize=9)
             ax.axis("off")
     fig.tight_layout()
-    fig.savefig(dest, dpi=100)
+    with atomic_path(Path(dest)) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return Path(dest)

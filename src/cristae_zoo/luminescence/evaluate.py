@@ -20,13 +20,7 @@ import numpy as np
 
 from cristae_zoo.errors import CristaeZooError
 from cristae_zoo.labelfree.data import read_image
-from cristae_zoo.labelfree.evaluate import (  # noqa: F401
-    fit_affine,
-    normalise_target,
-    pearson,
-    ssim,
-    write_csv,
-)
+from cristae_zoo.labelfree.evaluate import fit_affine, normalise_target, pearson, ssim
 from cristae_zoo.luminescence.modes import normalize, read_input
 from cristae_zoo.luminescence.predict import predict_image
 
@@ -74,15 +68,10 @@ def image_metrics(candidate: np.ndarray, gt: np.ndarray) -> dict[str, float]:
             "pearson_in_mask": pearson_in_mask(candidate, gt)}  # fmt: skip
 
 
-def evaluate(model_dir: Path, data_dir: Path | None = None, names: list[str] | None = None,
-             gt_dir: str = "gt", reference_dir: str = "long", tile: int | None = None) -> list[dict[str, Any]]:
-    """One row per (image, method) on the model's test split (or `names`)."""
-    from cristae_zoo.labelfree.train import held_out_names
-    from cristae_zoo.luminescence.train import load_model
-
-    model, config = load_model(model_dir)
-    data_dir = Path(data_dir or config.data_dir)
-    names = held_out_names(model_dir, names)
+def evaluate(model: Any, config: Any, data_dir: Path, names: list[str], gt_dir: str = "gt",
+             reference_dir: str = "long", tile: int | None = None) -> list[dict[str, Any]]:
+    """One row per (image, method) on `names` (the model's test split, or the user's images)."""
+    data_dir = Path(data_dir)
     rows = []
     for name in names:
         raw = read_input(data_dir / config.mode.input_dir / name, config.mode, config.network.ndim)
@@ -116,7 +105,7 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figure(model_dir: Path, name: str, dest: Path, data_dir: Path | None = None, gt_dir: str = "gt",
+def figure(model: Any, config: Any, name: str, dest: Path, data_dir: Path, gt_dir: str = "gt",
            reference_dir: str = "long") -> Path:
     """Middle plane of input | restoration (mean) | Laplace scale | long exposure | ground truth."""
     import matplotlib
@@ -125,10 +114,8 @@ def figure(model_dir: Path, name: str, dest: Path, data_dir: Path | None = None,
     import matplotlib.pyplot as plt
 
     from cristae_zoo.io import atomic_path
-    from cristae_zoo.luminescence.train import load_model
 
-    model, config = load_model(model_dir)
-    data_dir = Path(data_dir or config.data_dir)
+    data_dir = Path(data_dir)
     raw = read_input(data_dir / config.mode.input_dir / name, config.mode, config.network.ndim)
     mean, scale = predict_image(model, normalize(raw), config.network)
     panels = [("input", raw), ("restoration (mean)", mean), ("predicted scale (uncertainty)", scale)]

@@ -132,7 +132,8 @@ def _draw(config: MovieConfig, rng: np.random.Generator) -> list[_Mito]:
         if length < 40:  # too short to divide visibly
             kind = "none"
         cut = int(rng.integers(int(0.35 * len(y)), int(0.65 * len(y)) + 1))
-        mitos.append(_Mito(tube, origin, kind, int(rng.integers(3, T - 2)), cut))
+        # the event frame: from 3 on (from 2 in 5-frame movies, the shortest allowed), at least 2 before the end
+        mitos.append(_Mito(tube, origin, kind, int(rng.integers(min(3, T - 3), T - 2)), cut))
     return mitos
 
 

@@ -47,7 +47,8 @@ def train_cached(
     """Train `config` into `cache_dir/model-KEY` unless that folder already holds the finished model (then reuse
     it); an interrupted training is resumed. Returns the model folder, the training wall time in seconds (as
     recorded when it was trained) and whether it was reused."""
-    from cristae_zoo.train import WEIGHTS, train
+    from cristae_zoo.core.model_dir import WEIGHTS
+    from cristae_zoo.core.trainer import train
 
     folder = Path(cache_dir) / f"model-{config_key(config)}"  # by config only: studies share identical trainings
     timing = folder / TIMING_FILE
@@ -63,7 +64,7 @@ def train_cached(
         log(f"{name}: training ({'resuming' if resume else 'new'}) → {folder}")
     cfg = config.model_copy(update={"output_dir": folder})
     start = time.perf_counter()
-    train(cfg, resume=resume)
+    train(cfg, folder, resume=resume)
     seconds = previous + time.perf_counter() - start
     shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # resumable state is not needed once finished
     import keras
@@ -88,10 +89,10 @@ def keras_model_restorer(model_dir: Path, degradation: DegradationConfig):
     """A restorer (normalise, pad, predict, crop) for a model folder, and its TrainConfig."""
     from cristae_zoo.evaluate import keras_restorer
     from cristae_zoo.models.unet import divisibility
-    from cristae_zoo.train import load_model
+    from cristae_zoo.core.model_dir import load_model_dir
 
-    model, cfg = load_model(Path(model_dir))
-    return keras_restorer(model, degradation, divisibility(cfg.network)), cfg
+    loaded = load_model_dir(Path(model_dir))
+    return keras_restorer(loaded.keras_model, degradation, divisibility(loaded.config.network)), loaded.config
 
 
 def fmt(mean: float, sd: float, column: str) -> str:

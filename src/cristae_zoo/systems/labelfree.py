@@ -62,8 +62,8 @@ class LabelFreeData(TrainingData):
         self.split = split(names, config.test_fraction, config.validation_fraction, config.seed)
         if not self.split["train"]:
             raise CristaeZooError(f"{data_dir}: {len(names)} pair(s) leave no training image after the splits")
-        load = {k: [load_pair(data_dir, n, config.structures, net.ndim) for n in v] for k, v in self.split.items()
-                if k != "test"}  # fmt: skip
+        # every pair is read (and checked) now, the held-out ones too: a broken test pair is found before training
+        load = {k: [load_pair(data_dir, n, config.structures, net.ndim) for n in v] for k, v in self.split.items()}
         for p in load["train"] + load["validation"]:
             if any(s < k for s, k in zip(p.tl.shape, self.size)):
                 raise CristaeZooError(f"{data_dir / 'tl' / p.name}: image {p.tl.shape} smaller than patch_size {list(self.size)}")
