@@ -123,6 +123,10 @@ def test_every_system_trains_through_the_one_trainer(variant, data, tmp_path):
     y = np.asarray(loaded.keras_model(x, training=False))
     assert y.shape == (1, *(td.min_size[a] * td.axis_scale(a) for a in td.spatial_axes), td.n_out)
     assert not (out / ".training.lock").exists()
+    # the system's evaluation on the held-out data of the split the trainer wrote
+    summary = loaded.system.evaluate([loaded], tmp_path / "evaluation")
+    assert summary.strip() and (tmp_path / "evaluation" / "metrics.csv").is_file()
+    assert list((tmp_path / "evaluation").glob("*.png")) or name == "pssr"  # (no fission event in 5 tiny frames)
 
 
 def test_tensor_descriptions_of_the_variants(data):
@@ -302,3 +306,15 @@ def test_init_from_an_old_package_says_what_is_missing(tmp_path):
     with pytest.raises(CristaeZooError, match="no config.cristae_zoo.system, no config.cristae_zoo.training, no"
                                               " attachment keras_weights.weights.h5 .*re-package"):  # fmt: skip
         load_from_package(pkg)
+
+
+def test_a_second_training_into_a_locked_folder_is_refused(data, tmp_path):
+    """Two trainings cannot write into one folder: the lock names the running process."""
+    import os
+
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / ".training.lock").write_text(str(os.getpid()))  # a live process holds it
+    with pytest.raises(CristaeZooError, match=f"another training \\(process {os.getpid()}\\)"):
+        train(tiny_config("labelfree", data["labelfree"]), out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == [".training.lock"]

@@ -207,7 +207,11 @@ class PSSR(System[PSSRConfig]):
         md = summary_markdown(rows, labels | {"hr": "HR ground truth"})
         write_csv(Path(output) / "metrics.csv", rows)
         atomic_write_text(Path(output) / "summary.md", md)
-        if (data / "events.json").is_file():
-            name, event = fission_event(data, restored)
-            fission_figure(restored[name], event, labels | {"hr": "HR ground truth"}, Path(output) / "pssr_fission.png")
+        if (data / "events.json").is_file():  # simulated movies: show a fission event, if one is inside the frame
+            try:
+                name, event = fission_event(data, restored)
+            except CristaeZooError:
+                name = None
+            if name is not None:
+                fission_figure(restored[name], event, labels | {"hr": "HR ground truth"}, Path(output) / "pssr_fission.png")
         return md
