@@ -6,7 +6,7 @@ Defaults follow the DeepCristae paper (Papereux et al. 2023, Methods) unless a c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -278,11 +278,51 @@ class NetworkConfig(YamlModel):
     residual: bool = True
 
 
-def __getattr__(name: str) -> type:
-    """`TrainConfig`: DeepCristae's training config, now `cristae_zoo.systems.deepcristae.DeepCristaeConfig` (one
-    config class per system lives with its system; this name stays for the code that reads DeepCristae models)."""
-    if name == "TrainConfig":
-        from cristae_zoo.systems.deepcristae import DeepCristaeConfig
+class TrainingConfig(YamlModel):
+    """What every system's training config has; the one trainer (`core.trainer`) reads only these fields (plus the
+    system's `plan`). Each system's config (`cristae_zoo.systems`) subclasses it with `system: Literal[<name>]`."""
 
-        return DeepCristaeConfig
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    system: str
+    data_dir: Path = Field(description="training data folder")
+    output_dir: Path | None = Field(None, description="model folder to write (the CLI's --output overrides it)")
+    batch_size: int = Field(8, ge=1)
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate (PSSR: the one-cycle peak)")
+    seed: int = Field(0, description="seed of the split, the patch draws, the initialisation")
+    pixel_size_nm: float | None = Field(
+        None, gt=0, description="pixel size of the training data (nm); becomes the package's rescale requirement"
+    )
+    init_from: str | None = Field(
+        None, description="fine-tune: start from the weights of this bioimage.io package (or model folder)"
+    )
+    max_minutes: float | None = Field(None, gt=0, description="wall-time budget: stop (resumably) after this long")
+
+    #: fields that may differ when a training is resumed: the budget and where the folder is. Any other change
+    #: (network, data, loss, …) would continue the old weights under a new config, so `--resume` refuses it.
+    RESUMABLE_CHANGES: ClassVar[frozenset[str]] = frozenset({"steps", "epochs", "max_minutes", "output_dir"})
+
+
+#: DeepCristae's training data: 25 nm pixels (the simulator's, the paper's STED)
+DEEPCRISTAE_PIXEL_SIZE_NM = 25.0
+
+
+class TrainConfig(TrainingConfig):
+    """DeepCristae's (and CARE's) training config, the paper's defaults (`cristae_zoo.systems.deepcristae`
+    calls it `DeepCristaeConfig`). It lives here, beside its network and patch configs, so that this module
+    imports no system."""
+
+    system: Literal["deepcristae"] = "deepcristae"
+    data_dir: Path = Field(Path("runs/data"), description="data folder written by `cristae-zoo prepare`")
+    output_dir: Path | None = Path("runs/deepcristae")
+    network: NetworkConfig = NetworkConfig()
+    patches: PatchConfig = PatchConfig()
+    loss: Literal["scop", "mae", "mse", "dssim"] = "scop"
+    gamma_mito: float = 1.0
+    gamma_background: float = 4.0
+    epochs: int = Field(50, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1, description="batches per epoch; default: one pass over the patches")
+    batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(4e-4, gt=0, description="Adam (CARE's default)")
+    init_seed: int | None = Field(None, description="seed of the weights' initialisation; default: seed")
+    pixel_size_nm: float | None = Field(
+        DEEPCRISTAE_PIXEL_SIZE_NM, gt=0, description="pixel size of the training data (nm): the simulator's 25 nm"
+    )

@@ -28,6 +28,8 @@ CONFIG = "config.yaml"
 SPLIT = "split.json"
 HISTORY = "history.csv"
 CHECKPOINTS = "checkpoints"
+MODEL_ZOO = "model_zoo"
+RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 #: the packager's attachment with the trainable Keras weights
 PACKAGE_KERAS_WEIGHTS = "keras_weights.weights.h5"
 
@@ -129,8 +131,7 @@ def load_model_dir(model_dir: Path | str) -> LoadedModel:
         raise CristaeZooError(f"{model_dir}: no {WEIGHTS} in this folder (expected a model folder written by `cristae-zoo train`)")
     config = read_model_config(model_dir)
     system = get_system(config.system)
-    _register_custom_layers()
-    model = system.build_keras(config)
+    model = system.build_keras(config)  # (building registers the system's custom layers, for the fallback below)
     load_weights(model, weights)
     return LoadedModel(system, config, model, model_dir, str(model_dir))
 
@@ -150,21 +151,31 @@ def held_out_names(model_dir: Path | None, names: list[str] | None = None) -> li
     return names
 
 
-def _register_custom_layers() -> None:
-    """Custom layers must be registered before a .keras file using them is deserialised."""
-    import cristae_zoo.pssr.network  # noqa: F401
-    from cristae_zoo.luminescence.network import head_class
-
-    head_class()
-
-
 # --------------------------------------------------------------------------------------------- packages
+
+
+def resolve_package(package: str | Path) -> Path:
+    """The rdf.yaml or .zip of PACKAGE: a package folder, an rdf.yaml, a .zip, or the name of a folder in
+    model_zoo/ (in the working directory or the source checkout)."""
+    path = Path(package)
+    if path.is_dir():
+        for name in RDF_NAMES:
+            if (path / name).is_file():
+                return path / name
+        raise CristaeZooError(f"{path}: no rdf.yaml in this folder (expected a bioimage.io package folder)")
+    if path.is_file() and path.suffix.lower() in (".zip", ".yaml", ".yml"):
+        return path
+    if path.is_file():
+        raise CristaeZooError(f"{path}: not a package (expected a folder, an rdf.yaml or a .zip)")
+    if len(path.parts) == 1:
+        for zoo in (Path.cwd() / MODEL_ZOO, Path(__file__).resolve().parents[3] / MODEL_ZOO):
+            if (zoo / path).is_dir():
+                return resolve_package(zoo / path)
+    raise CristaeZooError(f"{package}: no such package (expected a package folder, an rdf.yaml, a .zip or a name in {MODEL_ZOO}/)")
 
 
 def _read_package(package: str | Path) -> tuple[Path, dict[str, Any], Any]:
     """(rdf path or zip, rdf dict, opener of a file named in the rdf → local path) of a package."""
-    from cristae_zoo.predict import resolve_package
-
     source = resolve_package(package)
     if source.suffix.lower() == ".zip":
         try:
@@ -226,7 +237,6 @@ def load_from_package(package: str | Path) -> LoadedModel:
         )
     config = training_config_from_dict({"system": block["system"], **training}, f"{source} config.cristae_zoo.training")
     system = get_system(config.system)
-    _register_custom_layers()
     model = system.build_keras(config)
     load_weights(model, local(str(weights_name)))
     return LoadedModel(system, config, model, None, str(source))

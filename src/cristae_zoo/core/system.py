@@ -17,6 +17,7 @@ A configuration names its system in a `system:` field; `training_config_from_yam
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,37 +25,15 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
-from pydantic import Field
-
-from cristae_zoo.config import YamlModel
+from cristae_zoo.config import TrainingConfig, YamlModel  # noqa: F401  (TrainingConfig: re-exported)
 from cristae_zoo.core.tensors import TensorDescription
 from cristae_zoo.errors import CristaeZooError
 
 
-class TrainingConfig(YamlModel):
-    """What every system's training config has; the one trainer reads only these fields (plus `plan`)."""
-
-    system: str
-    data_dir: Path = Field(description="training data folder")
-    output_dir: Path | None = Field(None, description="model folder to write (the CLI's --output overrides it)")
-    batch_size: int = Field(8, ge=1)
-    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate (PSSR: the one-cycle peak)")
-    seed: int = Field(0, description="seed of the split, the patch draws, the initialisation")
-    pixel_size_nm: float | None = Field(
-        None, gt=0, description="pixel size of the training data (nm); becomes the package's rescale requirement"
-    )
-    init_from: str | None = Field(
-        None, description="fine-tune: start from the weights of this bioimage.io package (or model folder)"
-    )
-    max_minutes: float | None = Field(None, gt=0, description="wall-time budget: stop (resumably) after this long")
-
-    #: fields that may differ when a training is resumed: the budget and where the folder is. Any other change
-    #: (network, data, loss, …) would continue the old weights under a new config, so `--resume` refuses it.
-    RESUMABLE_CHANGES: ClassVar[frozenset[str]] = frozenset({"steps", "epochs", "max_minutes", "output_dir"})
-
-
 C = TypeVar("C", bound=TrainingConfig)
 
+#: the package whose import registers every system
+SYSTEMS_PACKAGE = "cristae_zoo.systems"
 #: name → System instance; filled by `register` when `cristae_zoo.systems` is imported.
 _REGISTRY: dict[str, System[Any]] = {}
 
@@ -168,7 +147,9 @@ def register(system: System[Any]) -> System[Any]:
 
 def systems() -> dict[str, System[Any]]:
     """Every registered system, by name."""
-    import cristae_zoo.systems  # noqa: F401  (registers them)
+    # The systems register themselves when their package is imported. By name: the shared core depends on no
+    # system (the import-linter contract `core-below-systems`), it only discovers them.
+    importlib.import_module(SYSTEMS_PACKAGE)
 
     return dict(_REGISTRY)
 

@@ -12,40 +12,23 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
 
-from cristae_zoo.config import DegradationConfig, NetworkConfig, PatchConfig
-from cristae_zoo.core.system import System, TrainingConfig, TrainingData, TrainingPlan
+from cristae_zoo.config import DEEPCRISTAE_PIXEL_SIZE_NM, DegradationConfig, TrainConfig
+from cristae_zoo.core.system import System, TrainingData, TrainingPlan
 from cristae_zoo.core.tensors import Normalisation, RescaleRequirement, TensorDescription
 from cristae_zoo.errors import CristaeZooError
 
 #: mitochondria in the training data are this wide (px) at 25 nm pixels (paper: 15.64 ± 4.04 px)
 STRUCTURE_WIDTH_PX_AT_25NM = 15.64
-REFERENCE_PIXEL_SIZE_NM = 25.0
+REFERENCE_PIXEL_SIZE_NM = DEEPCRISTAE_PIXEL_SIZE_NM
 
 
-class DeepCristaeConfig(TrainingConfig):
-    """Training config of DeepCristae / CARE (the paper's defaults)."""
-
-    system: Literal["deepcristae"] = "deepcristae"
-    data_dir: Path = Field(Path("runs/data"), description="data folder written by `cristae-zoo prepare`")
-    output_dir: Path | None = Path("runs/deepcristae")
-    network: NetworkConfig = NetworkConfig()
-    patches: PatchConfig = PatchConfig()
-    loss: Literal["scop", "mae", "mse", "dssim"] = "scop"
-    gamma_mito: float = 1.0
-    gamma_background: float = 4.0
-    epochs: int = Field(50, ge=1)
-    steps_per_epoch: int | None = Field(None, ge=1, description="batches per epoch; default: one pass over the patches")
-    batch_size: int = Field(16, ge=1)
-    learning_rate: float = Field(4e-4, gt=0, description="Adam (CARE's default)")
-    init_seed: int | None = Field(None, description="seed of the weights' initialisation; default: seed")
-    pixel_size_nm: float | None = Field(
-        REFERENCE_PIXEL_SIZE_NM, gt=0, description="pixel size of the training data (nm): the simulator's 25 nm"
-    )
+#: DeepCristae's training config (defined in `cristae_zoo.config` as `TrainConfig`, beside its network and patch
+#: configs, so that `config` imports no system)
+DeepCristaeConfig = TrainConfig
 
 
 def degradation_of(data_dir: Path) -> DegradationConfig:
