@@ -151,13 +151,15 @@ class Verdict:
     status: Status
     weights: str | None = None
     reasons: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # limits of the client that do not stop it loading the package
 
     def line(self) -> str:
-        """One line for the terminal: `client: yes (weights)` or `client: no — reason; reason`."""
+        """One line for the terminal: `client: yes [weights] (note: ...)` or `client: NO [weights] — reason; ...`."""
         head = {"yes": "yes", "no": "NO", "n/a": "not applicable"}[self.status]
         used = f" [{self.weights}]" if self.weights else ""
         why = f" — {'; '.join(self.reasons)}" if self.reasons else ""
-        return f"{self.client}: {head}{used}{why}"
+        note = f" (note: {'; '.join(self.notes)})" if self.notes else ""
+        return f"{self.client}: {head}{used}{why}{note}"
 
 
 @dataclass
@@ -480,12 +482,21 @@ def jdll_tiling(rdf: Mapping[str, Any], image: Mapping[str, int]) -> JdllTiling:
             spec.append(ax.min)
     n_in = math.prod(tile)
     out_bytes = math.prod(expected) * _BYTES.get(str((out.get("data") or {}).get("type", "float32")), 4)
-    if n_in > JDLL_MAX_INPUT_PIXELS or out_bytes > JAVA_INT_MAX:
-        # checkOutputSize shrinks the tile and then `return null` (TileCalculator.java:222): NullPointerException
+    shape = "×".join(str(d) for d, ax in zip(dims, in_axes) if ax.name not in ("b", "c"))
+    if n_in > JDLL_MAX_INPUT_PIXELS:
+        # JDLL's first tile is the whole image plus halo. Past 4096²·3 px, checkOutputSize's shrink loop
+        # (TileCalculator.java:142-178) never advances its axis index `c` (lines 160-166), so it "shrinks" the batch
+        # axis up to 100 and loops for ever: deepImageJ hangs (seen with JDLL 0.6.1 on a 64×1024² volume).
         problems.append(
-            f"a {'×'.join(map(str, dims))} image gives an input tile of {n_in} px / an expected output of"
-            f" {out_bytes} bytes, over JDLL's limits, and TileCalculator.checkOutputSize returns null"
-            " (TileCalculator.java:222, NullPointerException)"
+            f"a {shape} image makes a {n_in / 1e6:.1f} M px first tile (> 4096²·3): JDLL 0.6.1 hangs in"
+            " TileCalculator.checkOutputSize (TileCalculator.java:142-178); crop or split the image"
+        )
+    elif out_bytes > JAVA_INT_MAX:
+        # output over 2 GiB: checkOutputSize calls calculateByteSizeOfAffectedOutput(affected, null)
+        # (TileCalculator.java:180) → NullPointerException at line 256 (seen with the old deepcristae, 1024²)
+        problems.append(
+            f"a {shape} image makes JDLL expect a {out_bytes / 2**30:.1f} GiB output (> 2 GiB):"
+            " NullPointerException in TileCalculator (TileCalculator.java:180, 256)"
         )
     for ax in in_axes:
         h = halo.get(ax.name, 0)
@@ -736,17 +747,19 @@ def check_deepimagej(pkg: Package) -> Verdict:
     # onnxruntime 1.12.1 engines.
     problems += _runtime_problems(pkg, chosen, tf=True, torch="2.5", ort="1.12")
     problems += jdll_scale_problems(pkg.rdf)
+    notes: list[str] = []
     inputs = [t for t in pkg.rdf.get("inputs") or [] if isinstance(t, dict)]
     if inputs and not problems:
+        # JDLL's limits depend on the image, not the package: report them for a large typical image as notes
         spatial = {a.name: 1024 for a in _jdll_axes(inputs[0]) if a.name not in ("b", "c")}
         if "z" in spatial:
             spatial["z"] = 64
-        problems += list(jdll_tiling(pkg.rdf, spatial).problems)
+        notes += list(jdll_tiling(pkg.rdf, spatial).problems)
     if not tiling_allowed(pkg.rdf):
         problems.append("config.deepimagej.allow_tiling is not true: deepImageJ runs whole images only")
     if (p := hyperstack_problem(pkg)) is not None:
         problems.append(p)
-    return Verdict(DEEPIMAGEJ, "no" if problems else "yes", chosen, tuple(problems))
+    return Verdict(DEEPIMAGEJ, "no" if problems else "yes", chosen, tuple(problems), tuple(notes))
 
 
 def check_ilastik(pkg: Package) -> Verdict:
