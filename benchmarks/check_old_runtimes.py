@@ -6,6 +6,9 @@ Standalone (no cristae_zoo import): run it with the interpreter of a side enviro
   (`tf.compat.v1.saved_model.loader.load` with tag `serve`, then the `serving_default` signature's tensors):
       python3.9 -m venv tf27 && tf27/bin/pip install tensorflow-cpu==2.7.0 "numpy<1.22" "protobuf<3.20"
       tf27/bin/python benchmarks/check_old_runtimes.py tf model_zoo/*/
+- onnxruntime 1.12 (JDLL's opset-17 engine):
+      python3.10 -m venv ort && ort/bin/pip install onnxruntime==1.12.1 "numpy<1.24" pyyaml
+      ort/bin/python benchmarks/check_old_runtimes.py onnx model_zoo/*/
 - torch 2.7 (ilastik's pin), `torch.jit.load` of the TorchScript weights:
       python3.10 -m venv t27 && t27/bin/pip install torch==2.7.1 "numpy<2" --index-url https://download.pytorch.org/whl/cpu
       t27/bin/python benchmarks/check_old_runtimes.py torchscript model_zoo/*/
@@ -55,6 +58,14 @@ def run_tf(folder: Path, x: np.ndarray) -> np.ndarray:
             return sess.run(sig.outputs["output"].name, {sig.inputs["input"].name: x})
 
 
+def run_onnx(folder: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(folder / "weights.onnx"), providers=["CPUExecutionProvider"])
+    (y,) = session.run(["output"], {"input": x})
+    return y
+
+
 def run_torchscript(folder: Path, x: np.ndarray) -> np.ndarray:
     import torch
 
@@ -69,6 +80,10 @@ def main(argv: list[str]) -> int:
         import tensorflow as lib
 
         run = run_tf
+    elif runtime == "onnx":
+        import onnxruntime as lib  # type: ignore[no-redef]
+
+        run = run_onnx
     else:
         import torch as lib  # type: ignore[no-redef]
 

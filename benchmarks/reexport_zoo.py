@@ -31,6 +31,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "model_zoo"
+#: where the packages to re-export are read from (`--source`; the originals are in git history, see main())
+SOURCE = ZOO
 
 #: per package: the system, and training-config fields the old rdf does not hold (from its README and the docs)
 FACTS: dict[str, dict[str, Any]] = {
@@ -75,7 +77,7 @@ def log(*args: Any) -> None:
 
 
 def old_rdf(name: str) -> dict[str, Any]:
-    return yaml.safe_load((ZOO / name / "rdf.yaml").read_text())
+    return yaml.safe_load((SOURCE / name / "rdf.yaml").read_text())
 
 
 def training_config(name: str, rdf: dict[str, Any]) -> Any:
@@ -84,12 +86,14 @@ def training_config(name: str, rdf: dict[str, Any]) -> Any:
 
     facts = dict(FACTS[name])
     cz = rdf["config"]["cristae_zoo"]
+    if isinstance(cz.get("training"), dict):  # written by the one packager: the training config itself
+        return training_config_from_dict(cz["training"], f"{name} (re-export)")
     bio_training = rdf["config"]["bioimageio"].get("training") or {}
     common = {"batch_size": int(bio_training.get("training_batch_size", 8)),
               "learning_rate": float(bio_training.get("initial_learning_rate", 1e-3))}  # fmt: skip
     system = facts["system"]
     if system == "deepcristae":
-        data = yaml.safe_load((ZOO / name / "training_config.yaml").read_text())
+        data = yaml.safe_load((SOURCE / name / "training_config.yaml").read_text())
         data = {"system": "deepcristae", **data, "network": cz["network"]}
     elif system == "labelfree":
         lf = cz["labelfree"]
@@ -110,7 +114,7 @@ def saved_model_weights(name: str, work: Path) -> dict[str, np.ndarray]:
 
     folder = work / f"{name}_saved_model"
     shutil.rmtree(folder, ignore_errors=True)
-    with zipfile.ZipFile(ZOO / name / "tf_saved_model.zip") as zf:
+    with zipfile.ZipFile(SOURCE / name / "tf_saved_model.zip") as zf:
         zf.extractall(folder)
     loaded = tf.saved_model.load(str(folder))
     out: dict[str, np.ndarray] = {}
@@ -143,7 +147,7 @@ def core_preprocessed_input(name: str) -> np.ndarray:
     from bioimageio.core.digest_spec import get_test_input_sample
     from bioimageio.spec import load_description
 
-    descr = load_description(ZOO / name / "rdf.yaml")
+    descr = load_description(SOURCE / name / "rdf.yaml")
     sample = get_test_input_sample(descr)
     with create_prediction_pipeline(descr, weights_format="onnx") as pp:
         pp.apply_preprocessing(sample)
@@ -166,7 +170,7 @@ def template_from(name: str, rdf: dict[str, Any], system: str) -> dict[str, Any]
 def readme_sections(name: str) -> list[tuple[str, str]]:
     from cristae_zoo.export.readme import split_sections
 
-    _, sections = split_sections((ZOO / name / "README.md").read_text())
+    _, sections = split_sections((SOURCE / name / "README.md").read_text())
     fixed = []
     for title, body in sections:
         for pattern, repl in README_FIXES:
@@ -183,8 +187,8 @@ def provenance_folder(name: str, work: Path, sections: list[tuple[str, str]]) ->
     (folder / "evaluation").mkdir(parents=True)
     for old, new in (("training_history.csv", "history.csv"), ("loss_curve.png", "loss_curve.png"),
                      ("evaluation_metrics.csv", "evaluation/metrics.csv")):  # fmt: skip
-        if (ZOO / name / old).is_file():
-            shutil.copyfile(ZOO / name / old, folder / new)
+        if (SOURCE / name / old).is_file():
+            shutil.copyfile(SOURCE / name / old, folder / new)
     conditions = dict(sections).get("Conditions of use")
     if conditions:
         (folder / "conditions_of_use.md").write_text(conditions + "\n")
@@ -221,16 +225,21 @@ def reexport(name: str, work: Path, install: bool) -> dict[str, Any]:
     config = training_config(name, rdf)
     system = get_system(config.system)
     model = system.build_keras(config)
-    n = load_weights(model, saved_model_weights(name, work), name)
-    old_in = np.load(ZOO / name / "test_input.npy")
-    old_out = np.load(ZOO / name / "test_output.npy")
+    keras_weights = SOURCE / name / "keras_weights.weights.h5"
+    if keras_weights.is_file():  # written by the one packager (its SavedModel is frozen: no variables to read)
+        model.load_weights(str(keras_weights))
+        n, source = len(model.weights), "its attached Keras weights"
+    else:
+        n, source = load_weights(model, saved_model_weights(name, work), name), "its TF SavedModel"
+    old_in = np.load(SOURCE / name / "test_input.npy")
+    old_out = np.load(SOURCE / name / "test_output.npy")
     y = keras_predict(model, core_preprocessed_input(name))
     keras_diff = float(np.max(np.abs(y[:, : old_out.shape[1]] - old_out)))
     log(name, f"{n} weights loaded; Keras vs old test output: max |Δ| {keras_diff:.2e}")
     if not keras_diff <= 1e-5:
         raise SystemExit(f"{name}: the rebuilt network does not reproduce the old test output ({keras_diff:.3g})")
 
-    facts = [f"- Re-exported from the package shipped before (same weights, read from its TF SavedModel; Keras"
+    facts = [f"- Re-exported from the package shipped before (same weights, read from {source}; Keras"
              f" reproduces the old test output to {keras_diff:.1e}). The training config was rebuilt from that"
              " package's rdf and README (network, data folder, batch size, learning rate, steps, patch size); fields"
              " they did not record (e.g. the seed, split fractions, validation interval) show the current defaults."]  # fmt: skip
@@ -240,6 +249,7 @@ def reexport(name: str, work: Path, install: bool) -> dict[str, Any]:
     result = package_network(
         TrainedNetwork(config.system, config, model, model_dir=provenance), out, template=template_from(name, rdf, config.system),
         test_input=old_in, crop=10**6, overwrite=True, zip_package=False, readme_sections=sections,
+        conditions=rdf["config"]["cristae_zoo"].get("conditions"),
         training_facts=facts,
     )  # fmt: skip
     new_out = np.load(out / "test_output.npy")
@@ -271,7 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", default=list(FACTS), help="packages in model_zoo/ (default: all seven)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "cristae_zoo_reexport")
     parser.add_argument("--install", action="store_true", help="replace model_zoo/NAME once bioimageio test passes")
+    parser.add_argument("--source", type=Path, default=ZOO,
+                        help="the zoo to read the packages from (default: model_zoo/). The packages as shipped before"
+                        " the one packager: `git archive ab475f9 model_zoo | tar -x -C /tmp/zoo_orig`, then"
+                        " --source /tmp/zoo_orig/model_zoo")  # fmt: skip
     args = parser.parse_args(argv)
+    global SOURCE
+    SOURCE = args.source.resolve()
     args.work.mkdir(parents=True, exist_ok=True)
     reports = []
     for name in args.names:

@@ -63,6 +63,7 @@ def deepcristae(tmp_path_factory):
     """DeepCristae through `package_model` from a model folder (the folder's config predates `system:`)."""
     root = tmp_path_factory.mktemp("deepcristae")
     model_dir = make_model_dir(root, TINY)
+    (model_dir / "conditions.yaml").write_text("width_px: [14.0, 16.6]\nmax_relative_noise: 0.14\n")
     return package_model(model_dir, root / "model_zoo" / "tiny", crop=128), model_dir
 
 
@@ -165,6 +166,7 @@ def test_deepcristae_from_a_model_folder(deepcristae):
     rescale = rdf["config"]["cristae_zoo"]["tensors"]["rescale"]
     assert rescale["pixel_size_nm"] == 25.0
     assert rdf["config"]["cristae_zoo"]["rescale"]["training_pixel_size_nm"] == 25.0  # the older layout, still read
+    assert rdf["config"]["cristae_zoo"]["conditions"] == {"width_px": [14.0, 16.6], "max_relative_noise": 0.14}
     names = {Path(a["source"]).name for a in rdf["attachments"]}
     assert {"training_history.csv", "evaluation_metrics.csv"} <= names
     readme = (result.folder / "README.md").read_text()

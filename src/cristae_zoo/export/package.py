@@ -1,7 +1,7 @@
 """The one packager: a trained network of any system → a bioimage.io model package (folder, and a .zip beside it).
 
-`package_model(MODEL_DIR, OUTPUT)` loads a trained model folder; `package_network(trained, OUTPUT)` packages a
-network already in memory (the re-export of the shipped packages uses it). What goes in:
+`package_model(MODEL_DIR, OUTPUT)` loads a trained model folder (`core.model_dir.load_model_dir`);
+`package_network(trained, OUTPUT)` packages a network already in memory (the re-export of the shipped packages uses it). What goes in:
 
 - weights in three formats through the shared exporters (frozen TF SavedModel, ONNX from it, traced TorchScript
   twin), each checked against Keras on the test input;
@@ -57,6 +57,9 @@ PROVENANCE_FILES = (
     ("loss_curve.png", "loss_curve.png"),
     ("evaluation/metrics.csv", "evaluation_metrics.csv"),
 )
+#: a model folder's conditions of use (`conditions.ConditionsOfUse` fields, e.g. from `cristae-zoo study limits`),
+#: copied into rdf `config.cristae_zoo.conditions`, where `predict` checks inputs against them
+CONDITIONS_FILE = "conditions.yaml"
 #: files that make a folder a trained model folder (never replaced by a package)
 MODEL_FOLDER_MARKERS = ("weights.keras", "config.yaml", "checkpoints")
 
@@ -76,9 +79,10 @@ PACKAGE_STEPS = (
 
 @dataclass
 class TrainedNetwork:
-    """What the packager needs of a trained network: its system, training config and Keras model."""
+    """What the packager needs of a trained network: its system, training config and Keras model
+    (`core.model_dir.LoadedModel` has the same fields)."""
 
-    system: str
+    system: Any  # the system's name, or the System
     config: Any  # the system's TrainingConfig
     keras_model: Any  # channels-last, one input, one output
     model_dir: Path | None = None  # provenance (history, evaluation, conditions of use); None: none attached
@@ -95,47 +99,6 @@ class PackageResult:
     size_bytes: int
     test_input: str
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------------------------------------ model folder
-
-
-def load_model_folder(model_dir: Path | str) -> TrainedNetwork:
-    """`config.yaml` (its `system:` picks the system) and `weights.keras` of a trained model folder.
-
-    The network is rebuilt by the system from the config and the weights copied by layer name, so weight-free layers
-    reimplemented since training (e.g. an upsampling) take the current code."""
-    from cristae_zoo.core.system import copy_weights_by_name, get_system, training_config_from_dict
-
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise CristaeZooError(f"{model_dir}: not a folder (expected a trained model folder with weights.keras)")
-    weights = model_dir / "weights.keras"
-    if not weights.is_file():
-        raise CristaeZooError(f"{model_dir}: no weights.keras in this folder (expected a model folder written by `train`)")
-    config_path = model_dir / "config.yaml"
-    if not config_path.is_file():
-        raise CristaeZooError(f"{config_path}: config file not found (expected beside weights.keras)")
-    try:
-        data = yaml.safe_load(config_path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise CristaeZooError(f"{config_path}: not valid YAML ({' '.join(str(err).split())[:200]})") from None
-    if isinstance(data, dict) and "system" not in data and {"depth", "filters"} <= set(data.get("network") or {}):
-        data = {"system": "deepcristae", **data}  # written before configs named their system: DeepCristae's
-    config = training_config_from_dict(data, str(config_path))
-    system = get_system(config.system)
-    model = system.build_keras(config)
-    import keras
-
-    try:
-        saved = keras.models.load_model(weights, compile=False)
-    except Exception as err:  # keras raises ValueError, OSError, zipfile errors, ...
-        raise CristaeZooError(f"{weights}: cannot load as a Keras model ({type(err).__name__}: {err})") from None
-    try:
-        copy_weights_by_name(model, saved)
-    except CristaeZooError as err:
-        raise CristaeZooError(f"{weights}: does not match {config_path.name} ({err})") from None
-    return TrainedNetwork(system=config.system, config=config, keras_model=model, model_dir=model_dir)
 
 
 # -------------------------------------------------------------------------------------------------- test input
@@ -477,12 +440,23 @@ def package_model(
     output = Path(output)
     # refuse before the slow part, and again before the move (another run may have written meanwhile)
     check_output(output, overwrite=overwrite, protect=[Path(model_dir)])
-    trained = load_model_folder(model_dir)
+    from cristae_zoo.core.model_dir import load_model_dir
+
+    trained = load_model_dir(model_dir)
     if progress is not None:
         progress("load model")
+    conditions = None
+    conditions_file = Path(model_dir) / CONDITIONS_FILE
+    if conditions_file.is_file():
+        try:
+            conditions = yaml.safe_load(conditions_file.read_text())
+        except yaml.YAMLError as err:
+            raise CristaeZooError(f"{conditions_file}: not valid YAML ({' '.join(str(err).split())[:200]})") from None
+        if not isinstance(conditions, dict):
+            raise CristaeZooError(f"{conditions_file}: expected a mapping (width_px, max_relative_noise, …)")
     return package_network(
         trained, output, template=template, test_input=test_input, crop=crop, overwrite=overwrite,
-        zip_package=zip_package, tolerance=tolerance, max_bytes=max_bytes, progress=progress,
+        zip_package=zip_package, tolerance=tolerance, max_bytes=max_bytes, conditions=conditions, progress=progress,
     )  # fmt: skip
 
 
@@ -500,10 +474,12 @@ def package_network(
     tensors: TensorDescription | None = None,
     readme_sections: Sequence[tuple[str, str]] | None = None,
     training_facts: Sequence[str] = (),
+    conditions: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> PackageResult:
     """Package a trained network held in memory; see the module docstring. `tensors` overrides the system's
-    description (only to re-export an older package as it was), `readme_sections` the template's README sections."""
+    description (only to re-export an older package as it was), `readme_sections` the template's README sections;
+    `conditions` (the conditions of use that `predict` checks inputs against) go to `config.cristae_zoo.conditions`."""
     from bioimageio.spec import load_description, save_bioimageio_package_as_folder
 
     from cristae_zoo import __version__
@@ -532,9 +508,11 @@ def package_network(
     zip_path = output.with_name(output.name + ".zip") if zip_package else None
     if zip_path is not None:
         check_zip_output(zip_path, overwrite=overwrite)
-    system = get_system(trained.system)
+    # `trained.system` is a name (TrainedNetwork) or the System itself (core.model_dir.LoadedModel)
+    system = get_system(trained.system) if isinstance(trained.system, str) else trained.system
+    system_name = str(system.name)
     td = tensors or system.tensor_description(trained.config)
-    tmpl = template if isinstance(template, dict) else load_template(find_template(trained.system, template))
+    tmpl = template if isinstance(template, dict) else load_template(find_template(system_name, template))
     training = trained.config.model_dump(mode="json")
     model = trained.keras_model
 
@@ -606,14 +584,14 @@ def package_network(
             values = description_values(td, training, exported, trained.model_dir)
             values |= {k: fill(v, values) for k, v in variant_values(tmpl, training).items()}
             write_readme(
-                files["readme"], template=tmpl, values=values, system=trained.system, tensors=td, training=training,
+                files["readme"], template=tmpl, values=values, system=system_name, tensors=td, training=training,
                 exported=exported, halo_errors=halo_errors, model_dir=trained.model_dir, sections=readme_sections,
                 training_facts=training_facts,
             )  # fmt: skip
             bio = dict(tmpl.get("bioimageio") or {})
             bio["model_parameter_count"] = int(model.count_params())
             cz: dict[str, Any] = {
-                "system": trained.system,
+                "system": system_name,
                 "version": __version__,
                 "tensors": td.model_dump(mode="json"),
                 "training": training,
@@ -625,6 +603,8 @@ def package_network(
             }  # fmt: skip
             if td.rescale is not None:
                 cz["rescale"] = rescale_config(td)
+            if conditions:
+                cz["conditions"] = dict(conditions)
             config = {
                 "bioimageio": bio,
                 "deepimagej": {"pyramidal_model": False, "allow_tiling": True,

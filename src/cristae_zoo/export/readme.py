@@ -268,9 +268,9 @@ def write_readme(
     out = [f"# {fill(template['name'], values)}", "", " ".join(fill(template["description"], values).split()), ""]
     for title, body in first:
         out += [f"## {title}", "", body, ""]
-    out += [io_markdown(tensors, halo_errors)]
-    if tensors.rescale is not None:
+    if tensors.rescale is not None:  # right after the intended use, which points to it
         out += [rescale_markdown(tensors)]
+    out += [io_markdown(tensors, halo_errors)]
     out += [weights_markdown(exported, tensors), training_markdown(system, training, model_dir, training_facts)]
     if "Validation" not in titles:
         out += [validation_markdown(model_dir, exported)]
