@@ -318,3 +318,13 @@ def test_a_second_training_into_a_locked_folder_is_refused(data, tmp_path):
     with pytest.raises(CristaeZooError, match=f"another training \\(process {os.getpid()}\\)"):
         train(tiny_config("labelfree", data["labelfree"]), out, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == [".training.lock"]
+
+
+def test_time_budget_stops_resumably(data, tmp_path):
+    """A wall-time budget stops the run after the step that exceeds it, validated and checkpointed; --resume (with
+    another budget: the budget may change) finishes it."""
+    cfg = tiny_config("labelfree", data["labelfree"]).model_copy(update={"steps": 3, "validate_every": 3, "max_minutes": 1e-6})
+    first = train(cfg, tmp_path / "m")
+    assert first.stopped == "time budget" and first.steps == 1 and [r["step"] for r in first.history] == [1]
+    done = train(cfg.model_copy(update={"max_minutes": None}), tmp_path / "m", resume=True)
+    assert done.finished and [r["step"] for r in done.history] == [1, 3]

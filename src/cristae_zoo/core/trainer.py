@@ -79,7 +79,8 @@ def train(
     `resume`: continue from the folder's checkpoints (refused if there are none, or if the config differs from the
     saved one in anything but the budget: steps/epochs, max_minutes). `overwrite`: replace the files a training
     writes in an existing folder. `max_steps`: stop this run after that many steps (resumable, like the wall-time
-    budget `config.max_minutes`)."""
+    budget `config.max_minutes`, which also counts per run). A run that stops early validates and checkpoints at
+    the step it stops at; `TrainingResult.stopped` says why."""
     import keras
 
     system = get_system(config.system)
@@ -160,8 +161,10 @@ def _loop(system: System[Any], config: TrainingConfig, data: Any, plan: Any, mod
         x, y = data.train_batch(rng)
         losses.append(_scalar(model.train_on_batch(x, y)))
         step += 1
-        seconds = elapsed + time.monotonic() - t0
-        if budget_s is not None and seconds >= budget_s and step < plan.steps:
+        run_seconds = time.monotonic() - t0
+        seconds = elapsed + run_seconds
+        # the wall-time budget is per run: a resumed run gets max_minutes again (a job slot, then the next one)
+        if budget_s is not None and run_seconds >= budget_s and step < plan.steps:
             stopped = "time budget"
         elif max_steps is not None and step - start_step >= max_steps and step < plan.steps:
             stopped = "step budget"
