@@ -28,6 +28,14 @@ import numpy as np
 from cristae_zoo.errors import CristaeZooError
 
 ENGINES = ("auto", "onnxruntime", "openvino", "bioimageio")
+#: --weights names → bioimage.io weights keys.
+WEIGHTS_FORMAT_ALIASES = {
+    "tensorflow": "tensorflow_saved_model_bundle",
+    "tf": "tensorflow_saved_model_bundle",
+    "tensorflow_saved_model_bundle": "tensorflow_saved_model_bundle",
+    "onnx": "onnx",
+    "torchscript": "torchscript",
+}
 PRECISIONS = ("fp32", "bf16")
 #: Processing steps implemented here (names as in the rdf).
 LEAN_STEPS = {"ensure_dtype", "scale_range", "zero_mean_unit_variance", "scale_linear", "clip"}

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from cristae_zoo.errors import CristaeZooError
-from cristae_zoo.export import WEIGHTS_FORMAT_ALIASES
+from cristae_zoo.engines import WEIGHTS_FORMAT_ALIASES
 
 #: Largest network input edge (px, halo included) before the image is split into tiles: 1024 px of output plus
 #: DeepCristae's 2 × 56 px halo, so a 2048 px plane is 2 × 2 tiles (halo recomputation +11 %) rather than 3 × 3

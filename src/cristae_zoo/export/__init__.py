@@ -29,13 +29,7 @@ def exporters() -> dict[str, WeightsExporter]:
 
 
 #: short names accepted on the command line → bioimage.io weights format
-WEIGHTS_FORMAT_ALIASES = {
-    "tensorflow": "tensorflow_saved_model_bundle",
-    "tf": "tensorflow_saved_model_bundle",
-    "tensorflow_saved_model_bundle": "tensorflow_saved_model_bundle",
-    "onnx": "onnx",
-    "torchscript": "torchscript",
-}
+from cristae_zoo.engines import WEIGHTS_FORMAT_ALIASES  # noqa: E402  (one table, beside the engines)
 
 __all__ = [
     "DEFAULT_TOLERANCE",
