@@ -135,6 +135,14 @@ def test_same_size_output_rule() -> None:
     assert not clients.same_size_output(_model(16.0, 4.0))
 
 
+def test_ilastik_tag_on_a_model_ilastik_cannot_run(tmp_path: Path) -> None:
+    four_x = _model(16.0, 4.0)
+    assert clients.check_ilastik(clients.Package(tmp_path, four_x, tmp_path / "rdf.yaml")).status == "n/a"
+    four_x["tags"] = ["ilastik"]
+    verdict = clients.check_ilastik(clients.Package(tmp_path, four_x, tmp_path / "rdf.yaml"))
+    assert verdict.status == "no" and "tagged 'ilastik'" in verdict.reasons[0]
+
+
 def test_string_field_rules_of_older_specs() -> None:
     assert clients.string_field_problems(_model()) == []
     assert len(clients.string_field_problems(_model(documentation={"source": "README.md"}))) == 1

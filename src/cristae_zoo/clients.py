@@ -764,8 +764,10 @@ def check_deepimagej(pkg: Package) -> Verdict:
 
 def check_ilastik(pkg: Package) -> Verdict:
     if not same_size_output(pkg.rdf):
-        return Verdict(ILASTIK, "n/a", None, ("ilastik runs one-input, one-output models whose output has the"
-                                              " input's size",))
+        why = "ilastik runs one-input, one-output models whose output has the input's size"
+        if "ilastik" in (pkg.rdf.get("tags") or []):  # the website lists tagged models as ilastik-ready
+            return Verdict(ILASTIK, "no", None, (f"tagged 'ilastik', but {why}",))
+        return Verdict(ILASTIK, "n/a", None, (why,))
     problems = string_field_problems(pkg.rdf)
     fmt = next((f for f in ILASTIK_FORMATS if f in pkg.weights()), None)
     if fmt is None:
