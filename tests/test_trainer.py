@@ -328,3 +328,19 @@ def test_time_budget_stops_resumably(data, tmp_path):
     assert first.stopped == "time budget" and first.steps == 1 and [r["step"] for r in first.history] == [1]
     done = train(cfg.model_copy(update={"max_minutes": None}), tmp_path / "m", resume=True)
     assert done.finished and [r["step"] for r in done.history] == [1, 3]
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_folder(data, tmp_path, monkeypatch):
+    """An OSError while writing (here: ENOSPC when the first checkpoint is written) is one line naming the file;
+    the folder this run created, without any checkpoint, is removed."""
+    import errno
+
+    import cristae_zoo.core.trainer as trainer
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "m" / "history.csv"))
+
+    monkeypatch.setattr(trainer, "write_csv", full)
+    with pytest.raises(CristaeZooError, match="history.csv: cannot write the model folder \\(No space left on device\\)"):
+        train(tiny_config("labelfree", data["labelfree"]), tmp_path / "m")
+    assert not (tmp_path / "m").exists()

@@ -270,9 +270,12 @@ def evaluate(
     for name in ("metrics.csv", "summary.md"):
         if (out / name).exists() and not overwrite:
             raise CristaeZooError(f"{out / name}: an earlier evaluation is there; use --overwrite to replace it or choose another --output")
-    out.mkdir(parents=True, exist_ok=True)
-    with progress_bar(f"evaluating ({system.name})", None) as advance:
-        md = system.evaluate(models, out, data_dir=data, progress=advance)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with progress_bar(f"evaluating ({system.name})", None) as advance:
+            md = system.evaluate(models, out, data_dir=data, progress=advance)
+    except OSError as err:  # a full disk, a read-only folder: one line
+        raise CristaeZooError(f"{err.filename or out}: cannot write the evaluation ({err.strerror or err})") from None
     from cristae_zoo.cli_common import out as stdout
 
     stdout.print(md, highlight=False, markup=False)

@@ -110,15 +110,17 @@ def train(
             )
 
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
     try:
+        out.mkdir(parents=True, exist_ok=True)
         return _run(system, config, data, plan, source, state, out, overwrite, max_steps, progress)
-    except BaseException:
-        # A folder this run created and that holds no checkpoint yet is of no use to anyone: remove it (with its
-        # lock), so that a rerun is not refused. A folder with a checkpoint stays: --resume continues it.
-        if created and not (out / CHECKPOINTS / STATE).is_file():
+    except OSError as err:  # a full disk, a read-only folder, …: one line, not a traceback
+        raise CristaeZooError(f"{err.filename or out}: cannot write the model folder ({err.strerror or err})") from None
+    finally:
+        # A folder this run created and that holds no checkpoint yet is of no use to anyone (a failure, Ctrl-C or a
+        # signal before the first validation): remove it, so that a rerun is not refused. A folder with a
+        # checkpoint stays: --resume continues it.
+        if created and out.exists() and not (out / CHECKPOINTS / STATE).is_file():
             shutil.rmtree(out, ignore_errors=True)
-        raise
 
 
 def _run(system: System[Any], config: TrainingConfig, data: Any, plan: Any, source: Any, state: dict[str, Any] | None,
