@@ -46,33 +46,5 @@ def simulate(
     typer.echo(f"wrote {len(names)} scenes to {output} (exposure ratio {long_exposure / short_exposure:g})")
 
 
-@luminescence_app.command()
-@user_errors
-def predict(
-    model: Annotated[Path, typer.Argument(help="model folder written by `luminescence train`")],
-    inputs: Annotated[list[Path], typer.Argument(help="raw input stacks (.tif), as the model's training inputs")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="output folder (NAME.tif = restored mean)")],
-    scale: Annotated[bool, typer.Option("--scale/--no-scale", help="also write the Laplace scale as NAME_scale.tif")] = False,
-    tile: Annotated[int | None, typer.Option(help="predict in tiles of this many px (with a seamless halo)")] = None,
-) -> None:
-    """Restore raw stacks: the Laplace mean, and with --scale its per-voxel scale (uncertainty) beside it."""
-    from cristae_zoo.luminescence.modes import read_input
-    from cristae_zoo.luminescence.predict import predict_file
-    from cristae_zoo.luminescence.train import load_model
-
-    loaded = load_model(model)
-    for source in inputs:  # user errors (2D stack for a 3D model, binning) before any output or progress bar
-        read_input(source, loaded[1].mode, loaded[1].network.ndim)
-    output.mkdir(parents=True, exist_ok=True)
-    from cristae_zoo.cli_common import progress_bar
-
-    written = []
-    with progress_bar("predict", len(inputs)) as advance:
-        for source in inputs:
-            written += predict_file(model, source, output / f"{source.stem}.tif", write_scale=scale, tile=tile, loaded=loaded)
-            advance(1)
-    typer.echo("wrote " + ", ".join(str(p) for p in written))
-
-
 def register(app: typer.Typer) -> None:
     app.add_typer(luminescence_app, name="luminescence")

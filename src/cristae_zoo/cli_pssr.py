@@ -39,31 +39,5 @@ def simulate(
     typer.echo(f"wrote {len(paths)} movies to {output}")
 
 
-@pssr_app.command()
-@user_errors
-def predict(
-    model: Annotated[Path, typer.Argument(help="model folder written by `pssr train`")],
-    source: Annotated[Path, typer.Argument(help="LR TIFF: (T, Y, X) time-lapse (or one 2D frame for PSSR-SF)")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="TIFF to write, (T, 4Y, 4X) float32")],
-) -> None:
-    """Super-sample a time-lapse: frame by frame (SF) or by a sliding 5-frame window mirrored at the ends (MF)."""
-    import tifffile
-
-    from cristae_zoo.cli_common import progress_bar
-    from cristae_zoo.pssr.predict import predict_file
-
-    if Path(output).resolve() == Path(source).resolve():
-        raise CristaeZooError(f"{output}: would overwrite the input")
-    try:
-        with tifffile.TiffFile(source) as tif:
-            shape = tif.series[0].shape
-        n = shape[0] if len(shape) == 3 else 1
-    except Exception:  # an unreadable file: predict_file reports it as one line
-        n = None
-    with progress_bar("predict", n) as advance:
-        out_shape = predict_file(model, source, output, progress=advance)
-    typer.echo(f"wrote {output} {out_shape}")
-
-
 def register(app: typer.Typer) -> None:
     app.add_typer(pssr_app, name="pssr")

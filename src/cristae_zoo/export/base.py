@@ -23,13 +23,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cristae_zoo.errors import CristaeZooError
+from cristae_zoo.export.tf_graph import INPUT_NAME, OUTPUT_NAME  # noqa: F401  (re-exported)
 
 #: An export whose output differs from Keras by more than this (max abs, on normalised data) is refused.
 DEFAULT_TOLERANCE = 1e-4
-
-#: Names of the graph's input and output in every format = the rdf tensor ids (deepImageJ matches by name).
-INPUT_NAME = "input"
-OUTPUT_NAME = "output"
 
 
 def keras_predict(keras_model: Any, x: np.ndarray) -> np.ndarray:
@@ -60,14 +57,14 @@ class ExportContext:
 
     @cached_property
     def channels_first_model(self) -> Any:
-        from cristae_zoo.export.tensorflow import channels_first_wrapper
+        from cristae_zoo.export.tf_graph import channels_first_wrapper
 
         return channels_first_wrapper(self.keras_model, self.ndim, self.n_in)
 
     @cached_property
     def saved_model_dir(self) -> Path:
         """The wrapper as a frozen TF SavedModel folder (written once; the ONNX export converts it)."""
-        from cristae_zoo.export.tensorflow import write_frozen_saved_model
+        from cristae_zoo.export.tf_graph import write_frozen_saved_model
 
         return write_frozen_saved_model(self.channels_first_model, self.work_dir / "saved_model", self.ndim, self.n_in)
 

@@ -11,7 +11,6 @@ to a tile border `h` px away, against the whole-image output (the packager recor
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -81,50 +80,8 @@ def min_input_size(halo: int, step: int) -> int:
     return round_up(2 * halo + 1, step)
 
 
-def tile_starts(size: int, inner: int) -> list[int]:
-    return list(range(0, size, inner))
-
-
-def _per_axis(value: int | Sequence[int], ndim: int) -> tuple[int, ...]:
-    return (int(value),) * ndim if isinstance(value, (int, np.integer)) else tuple(int(v) for v in value)
-
-
-def tiled_apply(
-    fn: Callable[[np.ndarray], np.ndarray],
-    image: np.ndarray,
-    inner: int | Sequence[int],
-    halo: int | Sequence[int],
-    min_size: int | Sequence[int] = 1,
-) -> np.ndarray:
-    """Apply `fn` to `image` (2D or 3D) in tiles of `inner` px plus `halo` px of context on each side.
-
-    `fn` returns an array of the tile's shape, optionally with leading extra axes (e.g. channels), which the
-    result then has too. `inner`, `halo` and `min_size` are one value for every axis or one per axis.
-    Tiles never extend beyond the image: at the border a tile simply ends there, as the whole image does, so with a
-    sufficient halo the result equals `fn(image)`. All tile corners stay on multiples of `inner` and `halo`, which
-    must be multiples of the network's divisibility; windows are widened inwards to at least `min_size`.
-    """
-    nd = image.ndim
-    inner_, halo_, min_ = (_per_axis(v, nd) for v in (inner, halo, min_size))
-    out: np.ndarray | None = None
-    for starts in itertools.product(*(tile_starts(s, i) for s, i in zip(image.shape, inner_))):
-        stops = [min(a + i, s) for a, i, s in zip(starts, inner_, image.shape)]
-        windows = [_window(a, b, s, h, m) for a, b, s, h, m in zip(starts, stops, image.shape, halo_, min_)]
-        pred = np.asarray(fn(image[tuple(slice(wa, wb) for wa, wb in windows)]))
-        if out is None:
-            out = np.empty(pred.shape[: pred.ndim - nd] + image.shape, dtype=np.float32)
-        keep = tuple(slice(a - wa, b - wa) for a, b, (wa, _) in zip(starts, stops, windows))
-        out[(Ellipsis, *(slice(a, b) for a, b in zip(starts, stops)))] = pred[(Ellipsis, *keep)]
-    assert out is not None
-    return out
-
-
-def _window(start: int, stop: int, size: int, halo: int, min_size: int) -> tuple[int, int]:
-    a, b = max(0, start - halo), min(size, stop + halo)
-    if b - a < min_size:
-        a = max(0, b - min_size)
-        b = min(size, a + min_size)
-    return a, b
+# Seamless tiling itself lives in `cristae_zoo.tiling` (the predictor's), re-exported for the packager's checks.
+from cristae_zoo.tiling import tile_starts, tiled_apply  # noqa: E402,F401
 
 
 def halo_candidates(declared: int, step: int, most: int = 6) -> list[int]:

@@ -15,7 +15,6 @@ folder is zipped flat (`saved_model.pb`, `fingerprint.pb`, `variables/`).
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -23,49 +22,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from cristae_zoo.export.base import INPUT_NAME, OUTPUT_NAME, ExportContext, WeightsExporter
+from cristae_zoo.export.base import ExportContext, WeightsExporter
+from cristae_zoo.export.tf_graph import INPUT_NAME, OUTPUT_NAME, channels_first_wrapper, write_frozen_saved_model  # noqa: F401
 from cristae_zoo.io import atomic_path
 
 #: Ops that mean the graph still holds variables (the SavedModel was not frozen).
 VARIABLE_OPS = frozenset({"VarHandleOp", "ReadVariableOp", "AssignVariableOp", "VariableV2"})
-
-
-def channels_first_wrapper(keras_model: Any, ndim: int = 2, in_channels: int = 1) -> Any:
-    """(B, in_channels, [Z,] Y, X) in, `{"output": (B, C, [Z',] Y', X')}` out, around a channels-last model."""
-    import keras
-    from keras import layers
-
-    inp = keras.Input(shape=(in_channels,) + (None,) * ndim, name=INPUT_NAME, dtype="float32")
-    x = layers.Permute(tuple(range(2, ndim + 2)) + (1,), name="to_channels_last")(inp)
-    x = keras_model(x)
-    out = layers.Permute((ndim + 1,) + tuple(range(1, ndim + 1)), name="to_channels_first")(x)
-    return keras.Model(inp, {OUTPUT_NAME: out}, name="bioimageio_channels_first")
-
-
-def write_frozen_saved_model(wrapper: Any, folder: Path, ndim: int, in_channels: int) -> Path:
-    """Save `wrapper`'s serving function with its variables folded into constants (signatures `serve` and
-    `serving_default`, input `input`, output dict key `output`)."""
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    folder = Path(folder)
-    if folder.exists():
-        shutil.rmtree(folder)
-    spec = tf.TensorSpec([None, in_channels] + [None] * ndim, tf.float32, name=INPUT_NAME)
-    traced = tf.function(lambda x: wrapper(x, training=False)).get_concrete_function(spec)
-    frozen = convert_variables_to_constants_v2(traced)
-
-    @tf.function(input_signature=[spec])
-    def serve(input: Any) -> dict[str, Any]:  # noqa: A002  (the signature's input key)
-        out = frozen(input)
-        out = out[OUTPUT_NAME] if isinstance(out, dict) else (out[0] if isinstance(out, (list, tuple)) else out)
-        return {OUTPUT_NAME: tf.identity(out, name=OUTPUT_NAME)}
-
-    module = tf.Module()
-    module.serve = serve
-    concrete = serve.get_concrete_function()
-    tf.saved_model.save(module, str(folder), signatures={"serve": concrete, "serving_default": concrete})
-    return folder
 
 
 def zip_flat(folder: Path, dest: Path) -> Path:

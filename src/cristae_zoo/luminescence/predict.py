@@ -9,13 +9,12 @@ receptive field (`labelfree.network.receptive_radius`, rounded up to the divisor
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cristae_zoo.errors import CristaeZooError
-from cristae_zoo.export.halo import tiled_apply
+from cristae_zoo.tiling import tiled_apply
 from cristae_zoo.labelfree.network import LabelFreeNetworkConfig, receptive_radius
 
 
@@ -45,24 +44,3 @@ def predict_image(model: Any, image: np.ndarray, network: LabelFreeNetworkConfig
             raise CristaeZooError(f"tile {tile} and halo {halo} must be multiples of {step} (2**depth)")
         y = tiled_apply(lambda t: run_model(model, t), x, tile, halo, min_size=step)
     return y[(slice(None), *(slice(0, s) for s in image.shape))]
-
-
-def predict_file(model_dir: Path, source: Path, dest: Path, write_scale: bool = False, tile: int | None = None,
-                 loaded: tuple[Any, Any] | None = None) -> list[Path]:
-    """Restore `source` (raw, as the model's training inputs); write the mean to `dest`, the scale beside it.
-
-    `loaded`: the (model, config) of `train.load_model(model_dir)`, to load it once for many files."""
-    from cristae_zoo.io import refuse_overwriting_inputs, write_tiff
-    from cristae_zoo.luminescence.modes import normalize, read_input
-    from cristae_zoo.luminescence.train import load_model
-
-    model, config = load_model(model_dir) if loaded is None else loaded
-    dest = Path(dest)
-    outputs = [dest] + ([dest.with_name(f"{dest.stem}_scale{dest.suffix or '.tif'}")] if write_scale else [])
-    refuse_overwriting_inputs(outputs, [Path(source)])
-    raw = read_input(Path(source), config.mode, config.network.ndim)
-    y = predict_image(model, normalize(raw), config.network, tile=tile)
-    write_tiff(outputs[0], y[0])
-    if write_scale:
-        write_tiff(outputs[1], y[1])
-    return outputs

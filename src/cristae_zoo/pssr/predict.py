@@ -7,16 +7,13 @@ gives T HR frames. Each LR frame is normalised to [0, 1] (min–max) like the pa
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tifffile
 
 from cristae_zoo.errors import CristaeZooError
-from cristae_zoo.io import write_tiff
 from cristae_zoo.pssr.network import PSSRNetworkConfig
-from cristae_zoo.pssr.train import normalize_frames, window_indices
+from cristae_zoo.pssr.data import normalize_frames, window_indices
 
 
 def check_movie(movie: np.ndarray, network: PSSRNetworkConfig, what: str) -> np.ndarray:
@@ -52,18 +49,3 @@ def predict_movie(model: Any, movie: np.ndarray, network: PSSRNetworkConfig, wha
         if progress:
             progress(1)
     return np.stack(out).astype(np.float32)
-
-
-def predict_file(model_dir: Path, source: Path, dest: Path, progress: Callable[[int], None] | None = None) -> tuple[int, ...]:
-    from cristae_zoo.pssr.train import load_model
-
-    if not Path(source).is_file():
-        raise CristaeZooError(f"{source}: file not found")
-    try:
-        movie = tifffile.imread(source)
-    except Exception as err:  # tifffile raises several types for non-TIFF input
-        raise CristaeZooError(f"{source}: cannot read as TIFF ({type(err).__name__})") from None
-    model, config = load_model(model_dir)
-    hr = predict_movie(model, movie, config.network, str(source), progress)
-    write_tiff(Path(dest), hr, imagej=True, metadata={"axes": "TYX"})
-    return hr.shape
