@@ -28,8 +28,6 @@ CONFIG = "config.yaml"
 SPLIT = "split.json"
 HISTORY = "history.csv"
 CHECKPOINTS = "checkpoints"
-MODEL_ZOO = "model_zoo"
-RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 #: the packager's attachment with the trainable Keras weights
 PACKAGE_KERAS_WEIGHTS = "keras_weights.weights.h5"
 
@@ -154,24 +152,7 @@ def held_out_names(model_dir: Path | None, names: list[str] | None = None) -> li
 # --------------------------------------------------------------------------------------------- packages
 
 
-def resolve_package(package: str | Path) -> Path:
-    """The rdf.yaml or .zip of PACKAGE: a package folder, an rdf.yaml, a .zip, or the name of a folder in
-    model_zoo/ (in the working directory or the source checkout)."""
-    path = Path(package)
-    if path.is_dir():
-        for name in RDF_NAMES:
-            if (path / name).is_file():
-                return path / name
-        raise CristaeZooError(f"{path}: no rdf.yaml in this folder (expected a bioimage.io package folder)")
-    if path.is_file() and path.suffix.lower() in (".zip", ".yaml", ".yml"):
-        return path
-    if path.is_file():
-        raise CristaeZooError(f"{path}: not a package (expected a folder, an rdf.yaml or a .zip)")
-    if len(path.parts) == 1:
-        for zoo in (Path.cwd() / MODEL_ZOO, Path(__file__).resolve().parents[3] / MODEL_ZOO):
-            if (zoo / path).is_dir():
-                return resolve_package(zoo / path)
-    raise CristaeZooError(f"{package}: no such package (expected a package folder, an rdf.yaml, a .zip or a name in {MODEL_ZOO}/)")
+from cristae_zoo.packages import resolve_package  # noqa: E402,F401  (one package lookup for the whole project)
 
 
 def _read_package(package: str | Path) -> tuple[Path, dict[str, Any], Any]:
