@@ -287,24 +287,17 @@ def test_noise2noise_mode_reads_two_noisy_acquisitions(tiny_run) -> None:
     assert not np.allclose(p.tl, p.targets[0])
 
 
-def test_cli_predict_writes_scale_and_refuses_2d(tiny_run, tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from cristae_zoo.cli import app
+def test_keras_prediction_gives_mean_and_positive_scale(tiny_run) -> None:
+    """The trained network's two outputs (evaluation path); packages run through `cristae-zoo predict`, which
+    writes both as a C axis and refuses a 2D file for a 3D package (tests/test_zoo_predict.py)."""
+    from cristae_zoo.core.model_dir import load_model_dir
+    from cristae_zoo.luminescence.predict import predict_image
 
     root, _ = tiny_run
-    runner = CliRunner()
-    src = root / "data" / "short" / "scene_000.tif"
-    ok = runner.invoke(app, ["luminescence", "predict", str(root / "model"), str(src), "-o", str(tmp_path), "--scale"])
-    assert ok.exit_code == 0, ok.output
-    mean, scale = tifffile.imread(tmp_path / "scene_000.tif"), tifffile.imread(tmp_path / "scene_000_scale.tif")
-    assert mean.shape == scale.shape == (8, 64, 64) and scale.min() > 0
-    flat = tmp_path / "in" / "flat.tif"
-    flat.parent.mkdir()
-    tifffile.imwrite(flat, np.zeros((64, 64), np.uint16))
-    bad = runner.invoke(app, ["luminescence", "predict", str(root / "model"), str(flat), "-o", str(tmp_path)])
-    assert bad.exit_code == 2
-    assert len(bad.output.strip().splitlines()) == 1 and "flat.tif" in bad.output and "3D" in bad.output
+    m = load_model_dir(root / "model")
+    image = tifffile.imread(root / "data" / "short" / "scene_000.tif").astype(np.float32)
+    out = predict_image(m.keras_model, image, m.config.network)
+    assert out.shape == (2, 8, 64, 64) and out[1].min() > 0
 
 
 def test_evaluate_rows_and_figure(tiny_run, tmp_path: Path) -> None:

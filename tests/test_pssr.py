@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import tifffile
@@ -256,7 +258,8 @@ def tiny_mf(tmp_path_factory):
 
 
 def test_training_keeps_best_and_prediction_writes_every_frame(tiny_mf):
-    from cristae_zoo.pssr.predict import predict_file
+    from cristae_zoo.core.model_dir import load_model_dir
+    from cristae_zoo.pssr.predict import predict_movie
 
     root, result = tiny_mf
     assert [h["step"] for h in result.history] == [2, 3]
@@ -264,32 +267,26 @@ def test_training_keeps_best_and_prediction_writes_every_frame(tiny_mf):
     lrs = [h["learning_rate"] for h in result.history]  # the one-cycle hook ran: the rate changed between steps
     assert lrs[0] != lrs[1]
     assert (root / "mf" / "weights.keras").is_file()
-    shape = predict_file(root / "mf", root / "data" / "lr" / "movie_003.tif", root / "out.tif")
-    assert shape == (6, 64, 64) and tifffile.imread(root / "out.tif").shape == (6, 64, 64)
+    # evaluation predicts with the Keras model (packages run through `cristae-zoo predict`, tests/test_zoo_predict.py)
+    model = load_model_dir(root / "mf")
+    hr = predict_movie(model.keras_model, tifffile.imread(root / "data" / "lr" / "movie_003.tif"), model.config.network)
+    assert hr.shape == (6, 64, 64)
 
 
-def test_bad_input_is_one_line(tiny_mf, tmp_path):
-    import typer
-    from typer.testing import CliRunner
-
-    from cristae_zoo.cli_pssr import register
+def test_bad_movies_are_one_line(tiny_mf):
+    """The Keras-model path (evaluation) names what is wrong; files go through `cristae-zoo predict`, whose
+    refusals (a 2D image or a 3-frame movie for PSSR-MF) are tested in tests/test_zoo_predict.py."""
+    from cristae_zoo.core.model_dir import load_model_dir
+    from cristae_zoo.errors import CristaeZooError
+    from cristae_zoo.pssr.predict import check_movie
 
     root, _ = tiny_mf
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    register(app)
+    network = load_model_dir(root / "mf").config.network
     cases = {
         "four.tif": (np.zeros((4, 16, 16), np.uint8), "4 frame(s); the multi-frame model needs at least 5"),
         "odd.tif": (np.zeros((6, 18, 16), np.uint8), "frames of 18×16 px; height and width must be divisible by 4"),
         "flat.tif": (np.zeros((16, 16), np.uint8), "a single 2D image has no time axis"),
     }
     for name, (array, message) in cases.items():
-        tifffile.imwrite(tmp_path / name, array)
-        r = CliRunner().invoke(app, ["pssr", "predict", str(root / "mf"), str(tmp_path / name), "-o", str(tmp_path / "o.tif")])
-        assert r.exit_code == 2, r.output
-        assert f"{name}: {message}" in " ".join(r.output.split())
-        assert "Traceback" not in r.output
+        with pytest.raises(CristaeZooError, match="^" + re.escape(f"{name}: {message}")):
+            check_movie(array, network, name)
