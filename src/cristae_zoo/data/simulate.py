@@ -479,7 +479,8 @@ def save_montage(images: list[SimulatedImage], path: Path, pixel_size_nm: float)
         row[0].add_patch(Rectangle((x - 0.5, y - 0.5), size, size, fill=False, edgecolor="yellow", linewidth=1))
         h, w = image.hr.shape
         row[0].plot([w * 0.05, w * 0.05 + bar_px], [h * 0.95] * 2, color="white", linewidth=3)
-        row[0].set_title(f"HR, mito fraction {image.mito_mask.mean():.2f}, widths {np.mean(image.widths_px):.1f} px")
+        widths = f"widths {np.mean(image.widths_px):.1f} px" if image.widths_px else "no mitochondria (empty field)"
+        row[0].set_title(f"HR, mito fraction {image.mito_mask.mean():.2f}, {widths}")
         row[1].imshow(image.hr[crop], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
         row[1].set_title("inset (yellow box)")
         row[2].imshow(image.hr[crop], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
