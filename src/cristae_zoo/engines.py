@@ -209,9 +209,8 @@ class OnnxRuntimeRunner:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
-        # The arena would keep the largest tile's activations for the whole run; without it memory follows the
-        # tile being computed (measured in benchmarks/bench_predict.py).
-        options.enable_cpu_mem_arena = False
+        # The memory arena stays on (ONNX Runtime's default): without it every activation is a fresh allocation
+        # and a 2048² plane ran 1.6× slower than bioimageio.core's session (docs/benchmarks.md, "e2e").
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.description = f"onnxruntime {ort.__version__} fp32"
