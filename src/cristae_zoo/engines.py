@@ -223,20 +223,8 @@ class OpenVinoRunner:
     """OpenVINO on the package's ONNX weights; `precision="bf16"` uses the CPU's bfloat16 units (opt-in)."""
 
     def __init__(self, path: Path, precision: str = "fp32"):
-        try:
-            import openvino as ov
-        except ImportError:
-            raise CristaeZooError(
-                "--engine openvino needs OpenVINO: pip install 'cristae-zoo[openvino]' (or pip install openvino)"
-            ) from None
+        ov = require_openvino(precision)
         core = ov.Core()
-        if precision == "bf16":
-            caps = set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-            if "BF16" not in caps:
-                raise CristaeZooError(
-                    f"--precision bf16: this CPU has no bfloat16 support (OpenVINO reports {sorted(caps)}); use"
-                    " --precision fp32"
-                )
         hint = ov.Type.bf16 if precision == "bf16" else ov.Type.f32
         model = core.read_model(str(path))
         # Dynamic spatial sizes: the compiled model takes any tile shape.
@@ -249,6 +237,27 @@ class OpenVinoRunner:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         result = self.request.infer({0: np.ascontiguousarray(x, np.float32)})
         return np.asarray(next(iter(result.values())))
+
+
+def require_openvino(precision: str = "fp32") -> Any:
+    """The openvino module, or a one-line error: not installed, or (bf16) a CPU without bfloat16 units. Called
+    when a Restorer is made, so a run is refused before it reads or writes anything."""
+    what = "--precision bf16" if precision == "bf16" else "--engine openvino"
+    try:
+        import openvino as ov
+    except ImportError:
+        raise CristaeZooError(
+            f"{what} needs OpenVINO: pip install 'cristae-zoo[openvino]' (or pip install openvino); use --precision"
+            " fp32 to run the exact default engine"
+        ) from None
+    if precision == "bf16":
+        caps = set(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        if "BF16" not in caps:
+            raise CristaeZooError(
+                f"--precision bf16: this CPU has no bfloat16 support (OpenVINO reports {sorted(caps)}); use"
+                " --precision fp32"
+            )
+    return ov
 
 
 def cpu_supports_bf16() -> bool:

@@ -235,6 +235,10 @@ class Restorer:
             raise CristaeZooError(f"--engine {engine} runs package folders (rdf.yaml) only; use --engine bioimageio")
         if lean:
             self.engine = "onnxruntime" if engine == "auto" else engine
+            if self.engine == "openvino":
+                from cristae_zoo.engines import require_openvino
+
+                require_openvino(precision)  # refuse now, before any input is read or output staged
             self.tensors = describe_rdf(self.rdf.rdf)
             self.weights_format = "onnx"
             self.name = self.rdf.name
