@@ -67,7 +67,7 @@ def read_conditions(config_block: dict[str, Any]) -> ConditionsOfUse | None:
     try:
         return ConditionsOfUse.model_validate(raw)
     except ValueError as err:
-        raise CristaeZooError(f"invalid config.cristae_zoo.conditions in the package: {err}") from None
+        raise CristaeZooError(f"invalid conditions of use: {' '.join(str(err).split())[:300]}") from None
 
 
 def structure_snr(plane: np.ndarray) -> float:

@@ -454,6 +454,14 @@ def package_model(
             raise CristaeZooError(f"{conditions_file}: not valid YAML ({' '.join(str(err).split())[:200]})") from None
         if not isinstance(conditions, dict):
             raise CristaeZooError(f"{conditions_file}: expected a mapping (width_px, max_relative_noise, …)")
+        # Validate with the model the predictor reads (conditions.ConditionsOfUse): a bad key fails here, at
+        # packaging, not in every user's predict.
+        from cristae_zoo.conditions import read_conditions
+
+        try:
+            conditions = read_conditions({"conditions": conditions}).model_dump(mode="json", exclude_unset=True)  # type: ignore[union-attr]
+        except CristaeZooError as err:
+            raise CristaeZooError(f"{conditions_file}: {err}") from None
     return package_network(
         trained, output, template=template, test_input=test_input, crop=crop, overwrite=overwrite,
         zip_package=zip_package, tolerance=tolerance, max_bytes=max_bytes, conditions=conditions, progress=progress,
