@@ -344,3 +344,28 @@ def test_a_full_disk_is_one_line_and_leaves_no_folder(data, tmp_path, monkeypatc
     with pytest.raises(CristaeZooError, match="history.csv: cannot write the model folder \\(No space left on device\\)"):
         train(tiny_config("labelfree", data["labelfree"]), tmp_path / "m")
     assert not (tmp_path / "m").exists()
+
+
+# ------------------------------------------------------------------------------------------------ devices
+
+
+def test_gpu_requested_where_none_exists_is_one_line_and_writes_nothing(data, tmp_path, capsys, monkeypatch):
+    """This machine (and CI) has no GPU: `--device gpu` must refuse, not quietly train on the CPU for days."""
+    from cristae_zoo.core.devices import visible_gpus
+
+    assert visible_gpus("tensorflow") == [] and visible_gpus("torch") == []  # the premise: no GPU here
+    out = tmp_path / "m"
+    args = ["train", "--data", data["deepcristae"], "-o", out, "--depth", "1", "--filters", "2", "--device", "gpu"]
+    code, _, err = run_cli(args, capsys, monkeypatch)
+    line = one_error_line(code, err)
+    assert "device gpu" in line and "sees no GPU" in line and "'tensorflow'" in line
+    assert not out.exists()
+    code, _, err = run_cli([*args[:-1], "tpu"], capsys, monkeypatch)
+    assert "expected one of auto, cpu, gpu" in one_error_line(code, err) and not out.exists()
+
+
+def test_device_cpu_and_auto_train_the_same_numbers_on_the_cpu(data, tmp_path):
+    cfg = tiny_config("labelfree", data["labelfree"])
+    auto, cpu = train(cfg, tmp_path / "auto"), train(cfg, tmp_path / "cpu", device="cpu")
+    assert auto.device == cpu.device == "cpu"
+    assert [r["val_loss"] for r in auto.history] == [r["val_loss"] for r in cpu.history]

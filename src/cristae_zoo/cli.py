@@ -216,6 +216,7 @@ def train(
     patch: Annotated[Optional[str], typer.Option(help="labelfree, luminescence: patch size, e.g. 64,64 or 16,32,32")] = None,
     mode: Annotated[Optional[str], typer.Option(help="luminescence: pairs | binning | noise2noise")] = None,
     bin_factor: Annotated[Optional[int], typer.Option(help="luminescence binning: 2, 4 or 8")] = None,
+    device: Annotated[str, typer.Option(help="auto (a GPU if Keras' backend sees one) | cpu | gpu (refused if none)")] = "auto",
 ) -> None:
     """Train any system's network with the one trainer; keep the best weights on validation loss in a model folder.
 
@@ -244,9 +245,13 @@ def train(
                 task.append(bar.add_task(f"training {cfg.system}", total=total, completed=step, info=""))
             bar.update(task[0], completed=step, total=total, **({"info": message} if message else {}))
 
-        result = run_training(cfg, resume=resume, overwrite=overwrite, max_steps=max_steps, progress=progress)
+        result = run_training(cfg, resume=resume, overwrite=overwrite, max_steps=max_steps, progress=progress,
+                              device=device)
     how = "" if result.finished else f" (stopped by the {result.stopped} at step {result.steps} of {result.total_steps}: --resume continues)"
-    console.print(f"model folder: {result.model_dir} (best validation loss {result.best_val_loss:.4g}){how}")
+    console.print(
+        f"model folder: {result.model_dir} (best validation loss {result.best_val_loss:.4g}; trained on"
+        f" {result.device}){how}"
+    )
 
 
 @app.command()

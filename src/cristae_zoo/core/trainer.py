@@ -37,6 +37,7 @@ import numpy as np
 
 from cristae_zoo.core.model_dir import CHECKPOINTS, CONFIG, HISTORY, SPLIT, WEIGHTS, load_init_source
 from cristae_zoo.core.system import System, TrainingConfig, get_system
+from cristae_zoo.core.devices import resolve_device, training_device
 from cristae_zoo.errors import CristaeZooError
 from cristae_zoo.io import atomic_path, atomic_write_text, write_csv
 
@@ -59,6 +60,7 @@ class TrainingResult:
     best_val_loss: float
     history: list[dict[str, float]] = field(default_factory=list)
     stopped: str = "done"  # "done", "time budget", "step budget"
+    device: str = "cpu"  # what it trained on: "cpu" or the GPU's name (core/devices.py)
 
     @property
     def finished(self) -> bool:
@@ -73,6 +75,7 @@ def train(
     overwrite: bool = False,
     max_steps: int | None = None,
     progress: Progress | None = None,
+    device: str = "auto",
 ) -> TrainingResult:
     """Train `config` into the model folder `output` (default: `config.output_dir`).
 
@@ -80,8 +83,11 @@ def train(
     saved one in anything but the budget: steps/epochs, max_minutes). `overwrite`: replace the files a training
     writes in an existing folder. `max_steps`: stop this run after that many steps (resumable, like the wall-time
     budget `config.max_minutes`, which also counts per run). A run that stops early validates and checkpoints at
-    the step it stops at; `TrainingResult.stopped` says why."""
+    the step it stops at; `TrainingResult.stopped` says why. `device`: auto (a GPU when Keras' backend sees one,
+    else the CPU) | cpu | gpu (refused, before anything is read or written, when the backend sees no GPU)."""
     import keras
+
+    resolved = resolve_device(device)
 
     system = get_system(config.system)
     out = Path(output) if output is not None else config.output_dir
@@ -112,7 +118,10 @@ def train(
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
-        return _run(system, config, data, plan, source, state, out, overwrite, max_steps, progress)
+        with training_device(resolved):
+            result = _run(system, config, data, plan, source, state, out, overwrite, max_steps, progress)
+        result.device = resolved
+        return result
     except OSError as err:  # a full disk, a read-only folder, …: one line, not a traceback
         raise CristaeZooError(f"{err.filename or out}: cannot write the model folder ({err.strerror or err})") from None
     finally:
