@@ -290,3 +290,21 @@ def test_bad_movies_are_one_line(tiny_mf):
     for name, (array, message) in cases.items():
         with pytest.raises(CristaeZooError, match="^" + re.escape(f"{name}: {message}")):
             check_movie(array, network, name)
+
+
+def test_evaluation_summary_states_test_crappifier_and_training(tiny_mf):
+    """The summary the packager copies into a package README says how the test inputs were crappified and how long
+    each model trained (steps, wall time from history.csv)."""
+    from cristae_zoo.core.model_dir import load_model_dir
+    from cristae_zoo.pssr.evaluate import data_markdown, training_markdown
+
+    root, result = tiny_mf
+    line = data_markdown(root / "data")
+    assert "the authors' fluorescence crappifier" in line and "salt and pepper 0.5 % each" in line
+    assert "local variance 0.5 × the image smoothed with σ = 5 px" in line
+    model = load_model_dir(root / "mf")
+    text = training_markdown("PSSR-MF", root / "mf", model.config)
+    seconds = result.history[-1]["seconds"]
+    assert text.startswith("- PSSR-MF: trained from scratch, 3 of 3 steps of 2 patches of 8×8 LR px")
+    assert f"wall time {seconds / 60:.1f} min" in text and "fluorescence/local_variance" in text
+    assert training_markdown("x", root / "data", model.config) == ""  # no history.csv: nothing claimed

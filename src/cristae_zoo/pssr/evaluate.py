@@ -95,6 +95,55 @@ def summary_markdown(rows: list[dict[str, Any]], labels: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def data_markdown(data_dir: Path) -> str:
+    """One line on how the held-out LR inputs were made (the crappifier recorded in the data's `movies.yaml`)."""
+    import yaml
+
+    path = Path(data_dir) / "movies.yaml"
+    try:
+        crap = (yaml.safe_load(path.read_text()) or {}).get("crappifier") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        crap = {}
+    if not crap:
+        return ""
+    from cristae_zoo.pssr.crappify import CrappifierConfig
+
+    c = CrappifierConfig(**crap)
+    if c.noise == "local_variance":
+        noise = (f"the authors' {c.modality} crappifier (BPHO-Salk/PSSR `utils/crappifiers.py`): salt and pepper"
+                 f" {100 * c.sp_fraction:g} % each, Gaussian noise of local variance {c.lvar_gain:g} × the image smoothed"
+                 f" with σ = {c.lvar_sigma:g} px")  # fmt: skip
+    else:
+        noise = f"constant Gaussian noise σ = {c.sigma * 255:g}/255, salt and pepper {100 * c.sp_fraction:g} % each"
+    return (f"Test inputs: the LR movies of `{Path(data_dir)}/lr`, crappified once at simulation with {noise},"
+            f" then {c.scale}× downsampling (spline order {c.spline_order}) and 8-bit rounding.\n")
+
+
+def training_markdown(label: str, model_dir: Path | None, config: Any) -> str:
+    """One line on how a model folder was trained, from its config and `history.csv` (steps, wall time, start)."""
+    import csv
+
+    history = Path(model_dir) / "history.csv" if model_dir is not None else None
+    if history is None or not history.is_file():
+        return ""
+    try:
+        with history.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, csv.Error):
+        return ""
+    if not rows:
+        return ""
+    steps, seconds = int(float(rows[-1]["step"])), float(rows[-1]["seconds"])
+    best = min(rows, key=lambda r: float(r["val_loss"]))
+    start = f"fine-tuned from `{config.init_from}`" if config.init_from else "trained from scratch"
+    budget = f"; wall-time budget {config.max_minutes:g} min per run" if getattr(config, "max_minutes", None) else ""
+    c = config.crappifier
+    return (f"- {label}: {start}, {steps} of {config.steps} steps of {config.batch_size} patches of"
+            f" {config.lr_patch}×{config.lr_patch} LR px, one-cycle peak learning rate {config.learning_rate:g}, training"
+            f" crappifier {c.modality}/{c.noise}; wall time {seconds / 60:.1f} min{budget}; best validation MSE"
+            f" {float(best['val_loss']):.4g} at step {int(float(best['step']))} (the kept weights).\n")
+
+
 def fission_event(data_dir: Path, restored: dict[str, dict[str, np.ndarray]], half: int = 24) -> tuple[str, dict[str, Any]]:
     """A fission event of the held-out movies that is clear to see: inside the frame, and the ground-truth mask
     around its site is one object two frames before and two objects two frames after (no other mitochondrion

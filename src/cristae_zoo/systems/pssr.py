@@ -189,7 +189,8 @@ class PSSR(System[PSSRConfig]):
         a fission event in `output`."""
         from cristae_zoo.io import atomic_write_text, write_csv
         from cristae_zoo.pssr.evaluate import evaluate as run
-        from cristae_zoo.pssr.evaluate import fission_event, fission_figure, restore_all, summary_markdown
+        from cristae_zoo.pssr.evaluate import (data_markdown, fission_event, fission_figure, restore_all, summary_markdown,
+                                              training_markdown)
 
         loaded, labels = {}, {"bilinear": "bilinear 4×"}
         for m in models:
@@ -205,6 +206,10 @@ class PSSR(System[PSSRConfig]):
             progress(len(names))
         rows = run(restored, list(labels))
         md = summary_markdown(rows, labels | {"hr": "HR ground truth"})
+        md += ("\n" + data_markdown(data)) if data_markdown(data) else ""
+        trained = [training_markdown(labels[m.label], m.model_dir, m.config) for m in models]
+        if any(trained):
+            md += "\nTraining (from each model folder's `config.yaml` and `history.csv`):\n\n" + "".join(trained)
         write_csv(Path(output) / "metrics.csv", rows)
         atomic_write_text(Path(output) / "summary.md", md)
         if (data / "events.json").is_file():  # simulated movies: show a fission event, if one is inside the frame
