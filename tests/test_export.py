@@ -192,3 +192,32 @@ def test_exporters_order_and_parents():
     assert list(ex) == ["tensorflow_saved_model_bundle", "onnx", "torchscript"]
     assert [e.parent for e in ex.values()] == [None, "tensorflow_saved_model_bundle", "tensorflow_saved_model_bundle"]
     assert all(Path(e.file_name).suffix for e in ex.values())
+
+
+def test_readme_budget_follows_init_from_through_folders_and_packages(tmp_path, monkeypatch):
+    """The package README states the whole training cost: this run and every run it was fine-tuned from
+    (hand-worked: 10 + 20 steps of 4 and 8 patches, 2 + 3 minutes; an old package with epochs and no wall time)."""
+    from cristae_zoo.export.readme import budget_lines
+
+    monkeypatch.chdir(tmp_path)
+    old = tmp_path / "old_package"  # an old package: history by epoch, no seconds
+    old.mkdir()
+    (old / "rdf.yaml").write_text("type: model\n")
+    (old / "training_config.yaml").write_text("batch_size: 2\nsteps_per_epoch: 5\n")
+    (old / "training_history.csv").write_text("epoch,loss,val_loss\n0,1,1\n1,1,1\n2,1,1\n")
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, config, history in (
+        (first, f"batch_size: 4\ninit_from: {old}\n", "epoch,step,loss,val_loss,learning_rate,seconds\n0,10,1,1,1,120.0\n"),
+        (second, "batch_size: 8\ninit_from: first\n", "epoch,step,loss,val_loss,learning_rate,seconds\n0,5,1,1,1,60\n1,20,1,1,1,180.0\n"),
+    ):
+        folder.mkdir()
+        (folder / "config.yaml").write_text(config)
+        (folder / "history.csv").write_text(history)
+    lines = budget_lines(second, {"batch_size": 8, "init_from": "first"})
+    assert lines == [
+        "- Budget: 20 steps × 8 = 160 patches in 3.0 min of wall time.",
+        "- Budget: `first`, which it was fine-tuned from: 10 steps × 4 = 40 patches in 2.0 min of wall time.",
+        f"- Budget: `{old}`, which it was fine-tuned from: 15 steps × 2 = 30 patches (wall time not recorded).",
+        "- Whole budget: 230 patches, 5.0 min of wall time where recorded.",
+    ]
+    assert budget_lines(first, {"batch_size": 4}) == ["- Budget: 10 steps × 4 = 40 patches in 2.0 min of wall time."]

@@ -192,6 +192,82 @@ def _history_lines(model_dir: Path | None) -> list[str]:
     return lines
 
 
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    try:
+        with path.open(newline="") as fh:
+            return list(csv.DictReader(fh))
+    except (OSError, csv.Error):
+        return []
+
+
+def _training_stage(reference: str | Path, base: Path | None) -> tuple[str, dict[str, Any], list[dict[str, str]]] | None:
+    """(name, config, history rows) of what `init_from` names: a model folder or a package; None if not found."""
+    import yaml
+
+    from cristae_zoo.packages import resolve_package
+
+    path = Path(reference)
+    candidates = [path] if path.is_absolute() or base is None else [path, base / path]
+    for folder in candidates:
+        if (folder / "config.yaml").is_file() and (folder / "history.csv").is_file():
+            config, history = folder / "config.yaml", folder / "history.csv"
+            break
+    else:
+        try:
+            folder = resolve_package(reference)
+        except Exception:  # noqa: BLE001 - a stage we cannot find is left out of the budget, and said to be
+            return None
+        folder = folder.parent if folder.is_file() else folder
+        config, history = folder / "training_config.yaml", folder / "training_history.csv"
+        if not (config.is_file() and history.is_file()):
+            return None
+    try:
+        data = yaml.safe_load(config.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    return str(reference), data if isinstance(data, dict) else {}, _read_rows(history)
+
+
+def budget_lines(model_dir: Path | None, training: dict[str, Any]) -> list[str]:
+    """Training budget and wall time: this training's steps, patches and minutes, and those of every training it was
+    fine-tuned from (`init_from`, followed through model folders and packages), so the README states the whole cost."""
+    if model_dir is None:
+        return []
+    stages: list[tuple[str, dict[str, Any], list[dict[str, str]]]] = [("this training", training, _read_rows(Path(model_dir) / "history.csv"))]
+    seen: set[str] = set()
+    while (ref := stages[-1][1].get("init_from")) and str(ref) not in seen and len(stages) < 8:
+        seen.add(str(ref))
+        stage = _training_stage(ref, Path.cwd())
+        if stage is None:
+            stages.append((str(ref), {}, []))
+            break
+        stages.append(stage)
+    lines, total_s, total_patches, complete = [], 0.0, 0, True
+    for name, config, rows in stages:
+        how = "" if name == "this training" else f"`{name}`, which it was fine-tuned from: "
+        last = rows[-1] if rows else {}
+        try:  # old histories have epochs only (steps_per_epoch in their config) and no wall time
+            step = int(float(last["step"])) if "step" in last else (int(last["epoch"]) + 1) * int(config["steps_per_epoch"])
+        except (KeyError, TypeError, ValueError):
+            lines.append(f"- Budget: {how}not recorded (its history has no steps).")
+            complete = False
+            continue
+        batch = config.get("batch_size")
+        patches = f" × {batch} = {step * int(batch):,} patches" if isinstance(batch, int) else ""
+        total_patches += step * int(batch) if isinstance(batch, int) else 0
+        try:
+            seconds = float(last["seconds"])
+            total_s += seconds
+            when = f" in {seconds / 60:.1f} min of wall time"
+        except (KeyError, TypeError, ValueError):
+            when, complete = " (wall time not recorded)", False
+        lines.append(f"- Budget: {how}{step} steps{patches}{when}.")
+    if len(stages) > 1:
+        known = "" if complete else " where recorded"
+        lines.append(f"- Whole budget: {total_patches:,} patches, {total_s / 60:.1f} min of wall time{known}.")
+    return lines
+
+
 def training_markdown(system: str, training: dict[str, Any], model_dir: Path | None, facts: Sequence[str] = ()) -> str:
     simple = {k: v for k, v in training.items() if not isinstance(v, (dict, list)) and v is not None}
     nested = {k: v for k, v in training.items() if isinstance(v, dict)}
@@ -201,6 +277,7 @@ def training_markdown(system: str, training: dict[str, Any], model_dir: Path | N
         lines.append(f"- {key}: " + ", ".join(f"{k} {v}" for k, v in value.items() if not isinstance(v, (dict, list))) + ".")
     lines.append("- " + ", ".join(f"{k} {v}" for k, v in simple.items() if k not in ("system",)) + ".")
     lines += _history_lines(model_dir)
+    lines += budget_lines(model_dir, training)
     return "\n".join(lines) + "\n"
 
 
