@@ -19,6 +19,7 @@ test checks it) and on simulated out-of-range inputs; they flag likely trouble, 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,29 +72,71 @@ def read_conditions(config_block: dict[str, Any]) -> ConditionsOfUse | None:
 
 
 def structure_snr(plane: np.ndarray) -> float:
-    from cristae_zoo.data.mask import noise_sigma
-
-    plane = np.asarray(plane, np.float64)
-    sigma = noise_sigma(plane)
-    p50, p995 = np.percentile(plane, [50.0, 99.5])
+    buf = _float64(plane)
+    p50, p995 = np.percentile(buf, [50.0, 99.5], overwrite_input=True)
+    sigma = _noise_sigma(plane, buf)
     return float((p995 - p50) / max(sigma, 1e-12 * max(1.0, abs(p995))))
 
 
 def relative_noise(plane: np.ndarray) -> float:
-    from cristae_zoo.data.mask import noise_sigma
+    buf = _float64(plane)
+    lo, hi = np.percentile(buf, [2.0, 99.8], overwrite_input=True)
+    return float(_noise_sigma(plane, buf) / max(hi - lo, 1e-12))
 
-    plane = np.asarray(plane, np.float64)
-    lo, hi = np.percentile(plane, [2.0, 99.8])
-    return float(noise_sigma(plane) / max(hi - lo, 1e-12))
+
+def _float64(plane: np.ndarray) -> np.ndarray:
+    """A float64 copy of `plane` that the measurements may reorder (one copy, not several)."""
+    return np.array(plane, dtype=np.float64, copy=True)
+
+
+def _noise_sigma(plane: np.ndarray, buf: np.ndarray, rows: int = 256) -> float:
+    """`data.mask.noise_sigma` of `plane` as float64, bit for bit, in `buf` (≥ plane.size float64, overwritten):
+    the pseudo-residuals are computed in blocks of rows into it and the medians partition it in place, so a plane
+    costs one float64 copy, not five (an 8192² plane: 0.5 GB instead of 2.5 GB; also faster)."""
+    plane = np.asarray(plane)
+    h, w = plane.shape
+    if h < 2 or w < 2:
+        from cristae_zoo.data.mask import noise_sigma
+
+        return noise_sigma(np.asarray(plane, np.float64))
+    r = buf.reshape(-1)[: (h - 1) * (w - 1)].reshape(h - 1, w - 1)
+    root6 = np.sqrt(6.0)
+    for a in range(0, h - 1, rows):
+        b = min(h - 1, a + rows)
+        block = np.asarray(plane[a : b + 1], np.float64)
+        r[a:b] = (2 * block[:-1, :-1] - block[1:, :-1] - block[:-1, 1:]) / root6
+    m = np.median(r, overwrite_input=True)
+    np.subtract(r, m, out=r)
+    np.abs(r, out=r)
+    return float(1.4826 * np.median(r, overwrite_input=True))
 
 
 def check(
-    conditions: ConditionsOfUse, structure_planes: list[np.ndarray], width_planes: list[np.ndarray]
+    conditions: ConditionsOfUse, structure_planes: Iterable[np.ndarray], width_planes: Iterable[np.ndarray]
 ) -> ConditionsReport:
     """Measure the (rescaled) planes and compare with `conditions`."""
+    snrs = [structure_snr(p) for p in structure_planes]
+    return _report(conditions, snrs, [_central_crop(p, MEASURE_EDGE) for p in width_planes])
+
+
+def check_stream(conditions: ConditionsOfUse, planes: Iterable[tuple[np.ndarray, bool, bool]]) -> ConditionsReport:
+    """`check` on (plane, structure?, width?) items read one at a time: only one full plane is held at once (the
+    width and noise are measured on central crops, kept), so the check costs one plane of memory whatever the
+    number of planes sampled. Same result as `check`."""
+    snrs: list[float] = []
+    crops: list[np.ndarray] = []
+    for plane, structure, width in planes:
+        if structure:
+            snrs.append(structure_snr(plane))
+        if width:
+            crops.append(np.array(_central_crop(plane, MEASURE_EDGE)))
+        del plane
+    return _report(conditions, snrs, crops)
+
+
+def _report(conditions: ConditionsOfUse, snrs: list[float], crops: list[np.ndarray]) -> ConditionsReport:
     from cristae_zoo.rescale import estimate_width
 
-    snrs = [structure_snr(p) for p in structure_planes]
     empty = [s for s in snrs if s < conditions.min_structure_snr]
     measured: dict[str, Any] = {
         "planes_sampled": len(snrs),
@@ -106,7 +149,6 @@ def check(
             f"{len(empty)} of {len(snrs)} sampled planes hold no mitochondria (structure SNR {min(snrs):.1f} <"
             f" {conditions.min_structure_snr:g}); the model may invent structure there"
         )
-    crops = [_central_crop(p, MEASURE_EDGE) for p in width_planes]
     full = [p for p in crops if structure_snr(p) >= conditions.min_structure_snr]
     if not full:
         return report

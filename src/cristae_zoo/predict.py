@@ -334,7 +334,12 @@ class Restorer:
                 inner.append(n)
                 halo.append(0)
             else:
-                inner.append(max(step, (self.tile // step * step - 2 * h) // step * step))
+                # As few tiles as fit `tile`, then balanced: equal tiles (a multiple of the step) rather than full
+                # tiles and a remainder, so the windows have one or two shapes and ONNX Runtime's arena reuses the
+                # same blocks for every tile (docs/benchmarks.md, "e2e"); the halo recomputed is the same.
+                widest = max(step, (self.tile // step * step - 2 * h) // step * step)
+                k = -(-n // widest)
+                inner.append(-(-(-(-n // k)) // step) * step)
                 halo.append(h)
         return inner, halo
 

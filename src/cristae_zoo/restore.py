@@ -319,17 +319,26 @@ def restore_one(
 
 
 def _check_conditions(acq: Acquisition, conditions: Any, shape: tuple[int, int]) -> Any:
-    """Measure a sample of the input's planes, rescaled as the network will see them (`conditions.check`)."""
-    from cristae_zoo.conditions import STRUCTURE_PLANES, WIDTH_PLANES, check
-    from cristae_zoo.rescale import pick_planes, resample
+    """Measure a sample of the input's planes, rescaled as the network will see them (`conditions.check`), reading
+    one plane at a time (one plane of memory, however many are sampled)."""
+    from cristae_zoo.conditions import STRUCTURE_PLANES, WIDTH_PLANES, check_stream
+    from cristae_zoo.rescale import pick_planes
 
     indices = acq.plane_indices()
     step = max(1, len(indices) // STRUCTURE_PLANES)
-    sampled = indices[::step][:STRUCTURE_PLANES]
-    widest = pick_planes(acq, WIDTH_PLANES)
-    planes = {i: resample(p, shape) for i, p in zip(sorted(set(sampled) | set(widest)),
-                                                     acq.iter_planes(sorted(set(sampled) | set(widest))))}  # fmt: skip
-    return check(conditions, [planes[i] for i in sampled], [planes[i] for i in widest])
+    sampled = set(indices[::step][:STRUCTURE_PLANES])
+    widest = set(pick_planes(acq, WIDTH_PLANES))
+    order = sorted(sampled | widest)
+
+    def planes() -> Any:
+        for i, plane in zip(order, acq.iter_planes(order)):
+            if tuple(plane.shape) != tuple(shape):  # skimage is imported only when a plane is rescaled
+                from cristae_zoo.rescale import resample
+
+                plane = resample(plane, shape)
+            yield plane, i in sampled, i in widest
+
+    return check_stream(conditions, planes())
 
 
 def _rescale_choice(acq: Acquisition, requirement: Any, options: RestoreOptions, name: str) -> Any:

@@ -111,10 +111,22 @@ def _expectation(td: TensorDescription) -> str:
 
 def read_unit(acq: Any, array: Any, plan: UnitPlan, index: tuple[int, ...], shape: tuple[int, int]) -> np.ndarray:
     """Unit `index` as float32 (channels, [z], y, x), every plane resampled to `shape` (the rescaled plane)."""
-    from cristae_zoo.rescale import resample
+    planes = plan.planes(index)
+    unit = None  # (C, Z or 1, Y, X), filled plane by plane: no stacked copies of full planes
+    for c, zs in enumerate(planes):
+        for z, p in enumerate(zs):
+            plane = acq.read_plane(array, p)
+            if tuple(plane.shape) != tuple(shape):  # rescale (skimage, imported only when needed)
+                from cristae_zoo.rescale import resample
 
-    channels = [np.stack([resample(acq.read_plane(array, p), shape) for p in zs]) for zs in plan.planes(index)]
-    unit = np.stack(channels)  # (C, Z or 1, Y, X)
+                plane = resample(plane, shape)
+            if len(planes) == 1 and len(zs) == 1 and plane.dtype == np.float32 and plane.flags.c_contiguous:
+                unit = plane[None, None]  # one plane, already float32: no copy at all
+                break
+            if unit is None:
+                unit = np.empty((len(planes), len(zs), *shape), np.float32)
+            unit[c, z] = plane
+    assert unit is not None
     return unit if plan.spatial == "zyx" else unit[:, 0]
 
 
