@@ -180,6 +180,23 @@ class PSSR(System[PSSRConfig]):
 
         return hook
 
+    def package_test_input(self, config: PSSRConfig, model_dir: Path | None) -> tuple[np.ndarray, str]:
+        """The packager's test input: the first held-out LR movie of the training's split (a whole 8-bit movie; the
+        packager takes its middle frame, or the window of frames around it). A training patch (`lr_patch` px) is
+        smaller than the package's minimum input, so the packager's fallback to a validation sample cannot serve."""
+        import tifffile
+
+        from cristae_zoo.core.model_dir import held_out_names
+
+        try:
+            names = held_out_names(model_dir)
+        except CristaeZooError as err:
+            raise CristaeZooError(f"no test input: {err}; pass --test-input LR_MOVIE.tif") from None
+        path = Path(config.data_dir) / "lr" / names[0]
+        if not path.is_file():
+            raise CristaeZooError(f"{path}: held-out LR movie not found (no test input); pass --test-input LR_MOVIE.tif")
+        return np.asarray(tifffile.imread(path)), str(path)
+
     def init_weights(self, config: PSSRConfig, model: Any, source: Any) -> None:
         init_from(model, source, config.network.n_frames)
 
