@@ -12,7 +12,8 @@ are interleaved A B A B … and the median is kept):
    child process only) and the fraction of it the network reaches (FLOPs per pixel counted from the ONNX graph);
 4. **peak RSS** of `cristae-zoo predict` on a 2048² and an 8192² plane.
 
-Usage: python benchmarks/bench_e2e.py [--repeat 3] [--quick]   (writes the "e2e" section of docs/benchmarks.md)
+Usage: python benchmarks/bench_e2e.py [--repeat 3] [--quick] [--only plane,stack,memory,engines] [--before COMMIT]
+       (writes the "e2e" section of docs/benchmarks.md from the results file, which partial runs update)
 """
 
 from __future__ import annotations
@@ -158,61 +159,165 @@ def engines_in_process(image: np.ndarray) -> list[list[object]]:
     return rows
 
 
+def before_command(commit: str, tmp: Path) -> tuple[list[str], dict[str, str]]:
+    """`cristae-zoo predict` as it was at `commit` (a git worktree of that commit, run with this venv)."""
+    tree = tmp / f"before-{commit[:8]}"
+    if not tree.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), commit], check=True,
+                       capture_output=True)  # fmt: skip
+    return [sys.executable, "-c", "import sys; from cristae_zoo.cli import main; sys.argv[0] = 'cristae-zoo'; main()"], {
+        "PYTHONPATH": str(tree / "src")}
+
+
+def run_env(cmd: list[str], env: dict[str, str] | None) -> tuple[float, int]:
+    if not env:
+        return run_timed(cmd)
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return run_timed(cmd)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def render(res: dict) -> str:
+    """The section from the stored results (`--results`): parts may come from separate runs of this script."""
+    lines = [f"Machine: {res.get('machine', '?')}. Package: model_zoo/deepcristae, ONNX weights; `cristae-zoo"
+             " predict` with default options (engine auto = ONNX Runtime, tile 1152) and `--rescale 1`. Load averages"
+             " are the 1-minute load when each part ended (the 2 cores were shared with niced training jobs)."]  # fmt: skip
+    for what in ("plane", "stack"):
+        r = res.get(what)
+        if not r:
+            continue
+        before = "before" in r["times"]
+        head = ["", "script (anchor)", "cristae-zoo (this commit)"] + ([f"cristae-zoo before ({r['before']})"]
+                                                                       if before else [])  # fmt: skip
+        rows = [["seconds (median)"] + [f"{r['times'][k]:.2f}" for k in ("script", "cristae-zoo", "before")
+                                        if k in r["times"]],  # fmt: skip
+                ["speed vs the script"] + [f"**{r['times']['script'] / r['times'][k]:.2f}×**" if k != "script"
+                                           else "1.00×" for k in ("script", "cristae-zoo", "before")
+                                           if k in r["times"]],  # fmt: skip
+                ["peak RSS (MiB)"] + [str(r["rss"][k]) for k in ("script", "cristae-zoo", "before") if k in r["rss"]],
+                ["all runs (s)"] + [", ".join(f"{t:.1f}" for t in r["runs"][k]) for k in ("script", "cristae-zoo",
+                                                                                          "before") if k in r["runs"]]]  # fmt: skip
+        lines += ["", f"### {r['label']}: `cristae-zoo predict` vs the hand-written script (whole processes, median"
+                  f" of {r['repeat']} interleaved runs, load {r['load']:.1f})", "", table(head, rows), "",
+                  f"Output vs the script's: max |Δ| {r['diff']:.1e}" + (f"; vs before: {r['diff_before']:.1e}"
+                                                                         if "diff_before" in r else "") + "."]  # fmt: skip
+    mem = res.get("memory")
+    if mem:
+        rows = [[f"{n}² ({n * n / 1e6:.1f} Mpx)", str(m["rss"]), f"{m['seconds']:.1f}"] for n, m in
+                sorted(((int(k), v) for k, v in mem.items()))]  # fmt: skip
+        lines += ["", "### Peak RSS of `cristae-zoo predict` by plane size (one run each)", "",
+                  table(["plane", "peak RSS (MiB)", "seconds"], rows)]  # fmt: skip
+    eng = res.get("engines")
+    if eng:
+        lines += ["", f"### Engines in one process ({eng['side']}² plane, normalised, warm; anchor: ONNX Runtime;"
+                  f" load {eng['load']:.1f})", "",
+                  table(["engine", "precision", "seconds", "speed vs ONNX Runtime", "max |Δ| / range vs ONNX Runtime"],
+                        eng["rows"]),
+                  "", f"CPU peak (SGEMM 4096², OpenBLAS with OPENBLAS_CORETYPE unset): **{eng['peak']:.0f} GFLOP/s**."
+                  f" The network costs {eng['fpp'] / 1e3:.0f} kFLOP per pixel, so ONNX Runtime reaches"
+                  f" {eng['reached']:.0f} GFLOP/s = **{eng['reached'] / eng['peak']:.0%} of the measured peak**."]  # fmt: skip
+    return "## Whole-process prediction, engines, peak and memory (issue 15)\n\n" + "\n".join(lines)
+
+
 def main() -> None:
+    import json
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat-stack", type=int, default=None, help="repetitions on the stack (default: --repeat)")
     parser.add_argument("--quick", action="store_true", help="smaller inputs, one repetition (a smoke test)")
+    parser.add_argument("--only", default="plane,stack,memory,engines",
+                        help="comma-separated parts: plane, stack, memory, engines")  # fmt: skip
+    parser.add_argument("--memory-sizes", default="4096,8192", help="plane edges for the peak-RSS table")
+    parser.add_argument("--before", default=None, help="a git commit whose `cristae-zoo predict` also runs, interleaved")
+    parser.add_argument("--results", type=Path, default=Path("/tmp/bench_e2e.json"),
+                        help="results file, merged across partial runs; the section is rendered from it")  # fmt: skip
+    parser.add_argument("--fresh", action="store_true", help="start a new results file")
     args = parser.parse_args()
+    parts = set(args.only.split(","))
     repeat = 1 if args.quick else args.repeat
-    side, stack, big = (512, (4, 256, 256), 1024) if args.quick else (2048, (20, 1024, 1024), 8192)
-    lines = [f"Machine: {machine()}. Package: model_zoo/deepcristae, ONNX weights; `cristae-zoo predict` with"
-             " default options (engine auto = ONNX Runtime, tile 1152) and `--rescale 1`."]  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp_:
+    side, stack = (512, (4, 256, 256)) if args.quick else (2048, (20, 1024, 1024))
+    res = {} if args.fresh or not args.results.exists() else json.loads(args.results.read_text())
+
+    def save() -> None:
+        res["machine"] = machine()
+        args.results.write_text(json.dumps(res, indent=1))
+        write_section("e2e", render(res))
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp_:
         tmp = Path(tmp_)
         anchor = tmp / "anchor.py"
         anchor.write_text(ANCHOR_SCRIPT)
         plane = plane_image((side, side))
-        tifffile.imwrite(tmp / "plane.tif", plane)
-        s = plane_image(stack[1:])
-        tifffile.imwrite(tmp / "stack.tif", np.stack([np.roll(s, 37 * i, axis=1) for i in range(stack[0])]),
-                         imagej=True, metadata={"axes": "ZYX"})  # fmt: skip
-        rows = []
-        for what, src in (("plane", tmp / "plane.tif"), ("stack", tmp / "stack.tif")):
-            res = interleaved(
-                {
-                    "script": [sys.executable, str(anchor), str(src), str(tmp / "a.tif"), str(PACKAGE / "weights.onnx")],
-                    "cristae-zoo": cz_command(src, tmp / "b.tif"),
-                },
-                repeat,
-            )
-            a, b = tifffile.imread(tmp / "a.tif"), tifffile.imread(tmp / "b.tif")
-            diff = float(np.max(np.abs(a - b)))
-            (ts, ms), (tc, mc) = res["script"], res["cristae-zoo"]
-            label = f"{side}² plane" if what == "plane" else f"{stack[0]} × {stack[1]}² stack"
-            rows.append([label, f"{ts:.2f}", f"{tc:.2f}", f"**{ts / tc:.2f}×**", ms, mc, f"{diff:.1e}"])
-        lines += ["", "### `cristae-zoo predict` vs a hand-written script (whole processes, median of"
-                  f" {repeat} interleaved runs)", "",
-                  table(["input", "script (s)", "cristae-zoo (s)", "speed vs script", "script RSS (MiB)",
-                         "cristae-zoo RSS (MiB)", "max |Δ|"], rows)]  # fmt: skip
+        before = before_command(args.before, tmp) if args.before else None
+        try:
+            for what in ("plane", "stack"):
+                if what not in parts:
+                    continue
+                src = tmp / f"{what}.tif"
+                if what == "plane":
+                    tifffile.imwrite(src, plane)
+                else:
+                    s = plane_image(stack[1:])
+                    tifffile.imwrite(src, np.stack([np.roll(s, 37 * i, axis=1) for i in range(stack[0])]),
+                                     imagej=True, metadata={"axes": "ZYX"})  # fmt: skip
+                commands: dict[str, tuple[list[str], dict[str, str] | None]] = {
+                    "script": ([sys.executable, str(anchor), str(src), str(tmp / "a.tif"), str(PACKAGE / "weights.onnx")],
+                               None),
+                    "cristae-zoo": (cz_command(src, tmp / "b.tif"), None),
+                }  # fmt: skip
+                if before:
+                    cmd, env = before
+                    commands["before"] = (cmd + cz_command(src, tmp / "c.tif")[1:], env)
+                n = repeat if what == "plane" else (args.repeat_stack or repeat)
+                runs: dict[str, list[float]] = {k: [] for k in commands}
+                rss: dict[str, int] = {k: 0 for k in commands}
+                for _ in range(n):
+                    for name, (cmd, env) in commands.items():
+                        wall, peak = run_env(cmd, env)
+                        runs[name].append(wall)
+                        rss[name] = max(rss[name], peak)
+                        print(what, name, f"{wall:.1f} s", peak, "MiB", flush=True)
+                a, b = tifffile.imread(tmp / "a.tif"), tifffile.imread(tmp / "b.tif")
+                r = {"label": f"{side}² plane" if what == "plane" else f"{stack[0]} × {stack[1]}² stack",
+                     "repeat": n, "runs": runs, "rss": rss, "times": {k: float(np.median(v)) for k, v in runs.items()},
+                     "diff": float(np.max(np.abs(a - b))), "load": os.getloadavg()[0]}  # fmt: skip
+                if before:
+                    r["before"] = args.before[:8]
+                    r["diff_before"] = float(np.max(np.abs(tifffile.imread(tmp / "c.tif") - b)))
+                res[what] = r
+                save()
 
-        big_plane = plane_image((big, big))
-        tifffile.imwrite(tmp / "big.tif", big_plane)
-        del big_plane
-        wall, peak = run_timed(cz_command(tmp / "big.tif", tmp / "c.tif"))
-        lines += ["", f"Peak RSS of `cristae-zoo predict` on one {big}² plane: **{peak} MiB** ({wall:.1f} s)."]
+            if "memory" in parts:
+                mem = res.setdefault("memory", {})
+                for n in [int(v) for v in args.memory_sizes.split(",") if v]:
+                    img = plane_image((n, n))
+                    tifffile.imwrite(tmp / "mem.tif", img)
+                    del img
+                    wall, peak = run_timed(cz_command(tmp / "mem.tif", tmp / "m.tif"))
+                    print("memory", n, f"{wall:.1f} s", peak, "MiB", flush=True)
+                    mem[str(n)] = {"rss": peak, "seconds": wall}
+                    save()
+        finally:
+            if before:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                                str(tmp / f"before-{args.before[:8]}")], capture_output=True)  # fmt: skip
 
-    peak_gflops = sgemm_peak()
-    fpp = onnx_flops_per_pixel(PACKAGE / "weights.onnx")
-    rows = engines_in_process(plane)
-    ort_seconds = float(rows[0][2])
-    reached = fpp * side * side / ort_seconds / 1e9
-    lines += ["", f"### Engines in one process ({side}² plane, normalised, warm; anchor: ONNX Runtime)", "",
-              table(["engine", "precision", "seconds", "speed vs ONNX Runtime", "max |Δ| / range vs ONNX Runtime"],
-                    rows),
-              "", f"CPU peak (SGEMM 4096², OpenBLAS with OPENBLAS_CORETYPE unset): **{peak_gflops:.0f} GFLOP/s**. The"
-              f" network costs {fpp / 1e3:.0f} kFLOP per pixel, so ONNX Runtime reaches {reached:.0f} GFLOP/s ="
-              f" **{reached / peak_gflops:.0%} of the measured peak**."]  # fmt: skip
-    write_section("e2e", "## Whole-process prediction, engines, peak and memory (issue 15)\n\n" + "\n".join(lines))
+    if "engines" in parts:
+        peak_gflops = sgemm_peak()
+        fpp = onnx_flops_per_pixel(PACKAGE / "weights.onnx")
+        rows = engines_in_process(plane)
+        ort_seconds = float(rows[0][2])
+        res["engines"] = {"side": side, "rows": rows, "peak": peak_gflops, "fpp": fpp,
+                          "reached": fpp * side * side / ort_seconds / 1e9, "load": os.getloadavg()[0]}  # fmt: skip
+        save()
 
 
 if __name__ == "__main__":

@@ -77,6 +77,50 @@ def test_tiled_batch_equals_untiled(tiny_package):
     np.testing.assert_allclose(tiled, untiled, atol=1e-5)
 
 
+def test_tiles_are_balanced_and_equal_untiled(tiny_package):
+    """Tiles are as few as fit `tile` and of equal size (one or two window shapes, so ONNX Runtime's arena reuses
+    its blocks): never more tiles than full tiles plus a remainder, and the same result as untiled."""
+    with Restorer(tiny_package, tile=96) as r:
+        td = r.tensors
+        for n in (96, 97, 150, 203, 256, 300, 1000):
+            (inner, _), (halo, _) = r._layout((n, n))
+            h, step = td.halo.get("y", 0), max(1, td.step.get("y", 1))
+            if n <= 96:
+                assert inner == n and halo == 0
+                continue
+            widest = (96 // step * step - 2 * h) // step * step
+            k = -(-n // widest)
+            assert inner % step == 0 and inner <= widest and -(-n // inner) == k, (n, inner, widest)
+            windows = {min(n, a + inner + h) - max(0, a - h) for a in range(0, n, inner)}
+            assert len(windows) <= 3 and max(windows) <= 96, (n, windows)
+        planes = np.stack([synthetic_mito_image((250, 203), seed=s) for s in range(2)])
+        tiled = r.predict(planes)
+    with Restorer(tiny_package, tile=None) as r:
+        np.testing.assert_allclose(tiled, r.predict(planes), atol=1e-5)
+
+
+def test_conditions_measures_are_exact_and_streaming_equals_check():
+    """The one-copy structure/noise measures equal the reference definitions (data.mask.noise_sigma on float64)
+    bit for bit, and the streaming check (one plane at a time, crops kept) reports what `check` reports."""
+    from cristae_zoo.conditions import ConditionsOfUse, check, check_stream, relative_noise, structure_snr
+    from cristae_zoo.data.mask import noise_sigma
+
+    rng = np.random.default_rng(0)
+    planes = [synthetic_mito_image((301, 257), seed=1).astype(np.float32),
+              rng.normal(100, 5, (700, 650)).astype(np.float32), rng.integers(0, 50, (64, 65)).astype(np.uint16)]  # fmt: skip
+    for p in planes:
+        q = np.asarray(p, np.float64)
+        p50, p995 = np.percentile(q, [50.0, 99.5])
+        assert structure_snr(p) == float((p995 - p50) / max(noise_sigma(q), 1e-12 * max(1.0, abs(p995))))
+        lo, hi = np.percentile(q, [2.0, 99.8])
+        assert relative_noise(p) == float(noise_sigma(q) / max(hi - lo, 1e-12))
+    conditions = ConditionsOfUse(width_px=(5.0, 30.0), max_relative_noise=0.5, min_structure_snr=4.0)
+    big = [synthetic_mito_image((700, 700), seed=s).astype(np.float32) for s in range(3)]
+    expected = check(conditions, big, big[1:])
+    streamed = check_stream(conditions, ((p, True, i > 0) for i, p in enumerate(big)))
+    assert streamed.measured == expected.measured and streamed.outside == expected.outside
+
+
 # ------------------------------------------------------------------------------------------------ acquisitions
 
 
