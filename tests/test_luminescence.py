@@ -302,7 +302,7 @@ def test_keras_prediction_gives_mean_and_positive_scale(tiny_run) -> None:
 
 def test_evaluate_rows_and_figure(tiny_run, tmp_path: Path) -> None:
     from cristae_zoo.core.model_dir import load_model_dir
-    from cristae_zoo.luminescence.evaluate import evaluate, figure, summary_markdown
+    from cristae_zoo.luminescence.evaluate import evaluate, figure, summary_markdown, training_markdown
 
     root, result = tiny_run
     m = load_model_dir(root / "model")
@@ -310,6 +310,10 @@ def test_evaluate_rows_and_figure(tiny_run, tmp_path: Path) -> None:
     assert {r["method"] for r in rows} == {"input", "restoration", "long"}
     assert all(np.isfinite(r[k]) for r in rows for k in ("psnr", "ssim", "mask_mae", "pearson_in_mask"))
     assert "CARE restoration" in summary_markdown(rows)
+    trained = training_markdown(root / "model", m.config)  # the package README's statement of budget and wall time
+    assert "2 steps of 2 patches in" in trained and "min wall time (no time budget, step cap 2)" in trained
+    assert "weights of step 2" in trained and "Fine-tuned" not in trained
+    assert training_markdown(tmp_path, m.config) == ""  # no history: nothing claimed
     png = figure(m.keras_model, m.config, m.held_out_names()[0], tmp_path / "f.png", root / "data")
     assert png.read_bytes()[:4] == b"\x89PNG"
 

@@ -133,12 +133,28 @@ class Luminescence(System[LuminescenceConfig]):
 
         return LOSSES[config.loss]
 
+    def package_test_input(self, config: LuminescenceConfig, model_dir: Path | None) -> tuple[np.ndarray, str]:
+        """The packager's test input: the first held-out scene of the training's split, raw ADU as the package takes
+        it (binned and repeated back in `binning` mode). A training patch (16×32×32) is smaller than the package's
+        minimum input (y, x ≥ 60), so the packager's fallback to a validation sample cannot serve."""
+        from cristae_zoo.core.model_dir import held_out_names
+        from cristae_zoo.luminescence.modes import read_input
+
+        try:
+            names = held_out_names(model_dir)
+        except CristaeZooError as err:
+            raise CristaeZooError(f"no test input: {err}; pass --test-input STACK.tif") from None
+        path = Path(config.data_dir) / config.mode.input_dir / names[0]
+        if not path.is_file():
+            raise CristaeZooError(f"{path}: held-out input not found (no test input); pass --test-input STACK.tif")
+        return read_input(path, config.mode, config.network.ndim), str(path)
+
     def evaluate(self, models: list[Any], output: Path, data_dir: Path | None = None,
                  progress: Callable[..., None] | None = None) -> str:
         """PSNR, SSIM, mask MAE and Pearson r in masks: input vs restoration vs long exposure on the held-out scenes;
         metrics.csv, summary.md and a before/after PNG in `output` (one model per call)."""
         from cristae_zoo.io import atomic_write_text, write_csv
-        from cristae_zoo.luminescence.evaluate import evaluate as run, figure, summary_markdown
+        from cristae_zoo.luminescence.evaluate import evaluate as run, figure, summary_markdown, training_markdown
         from cristae_zoo.luminescence.modes import list_names
 
         if len(models) != 1:
@@ -150,6 +166,8 @@ class Luminescence(System[LuminescenceConfig]):
         if progress:
             progress(len(names))
         md = summary_markdown(rows)
+        trained = training_markdown(m.model_dir, m.config)
+        md += f"\n{trained}" if trained else ""
         write_csv(Path(output) / "metrics.csv", rows)
         atomic_write_text(Path(output) / "summary.md", md)
         figure(m.keras_model, m.config, rows[0]["image"], Path(output) / f"luminescence_{m.config.mode.mode}.png", data)
