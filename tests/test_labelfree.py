@@ -86,6 +86,42 @@ def test_short_training_lowers_loss(sim_data, tmp_path):
     assert {r["method"] for r in rows} == {"unet", "baseline", "tl"} and len(rows) == 2 * 2 * 3
     assert "Pearson r" in summary_markdown(rows)
 
+    from cristae_zoo.labelfree.evaluate import training_markdown
+
+    text = training_markdown(m.model_dir, m.config)
+    assert text.startswith("Training run evaluated: 60 steps of 4 patches in") and "no time budget, step cap 60" in text
+    assert training_markdown(tmp_path, m.config) == ""  # no history.csv: nothing claimed
+
+
+def test_package_test_input_is_a_held_out_image_large_enough(sim_data, tmp_path):
+    """The packager's test input: the first held-out TL image (raw) at least the package's minimum size; where all
+    are smaller (a training patch or these 64 px pairs would be), one line asking for --test-input."""
+    import json
+    import shutil
+
+    from cristae_zoo.systems.labelfree import LabelFree, LabelFreeConfig
+
+    data = tmp_path / "data"
+    shutil.copytree(sim_data, data)
+    cfg = LabelFreeConfig(data_dir=str(data), network=LabelFreeNetworkConfig(depth=3, filters=4), patch_size=[32, 32])
+    model = tmp_path / "model"
+    model.mkdir()
+    system = LabelFree()
+    with pytest.raises(CristaeZooError, match="split.json.*--test-input"):
+        system.package_test_input(cfg, model)
+    test_names = ["sim_001.tif", "sim_004.tif"]
+    (model / "split.json").write_text(json.dumps({"train": [], "validation": [], "test": test_names}))
+    minimum = system.tensor_description(cfg).min_size
+    assert min(minimum.values()) > 64
+    with pytest.raises(CristaeZooError, match="smaller than the package's minimum input.*--test-input") as err:
+        system.package_test_input(cfg, model)
+    assert "\n" not in str(err.value)
+    big = np.random.default_rng(0).normal(100, 10, (minimum["y"] + 8, minimum["x"])).astype(np.float32)
+    tifffile.imwrite(data / "tl" / test_names[1], big)
+    image, where = system.package_test_input(cfg, model)
+    assert where.endswith(test_names[1]) and image.shape == (1, *big.shape)
+    np.testing.assert_array_equal(image[0], big)  # raw: the package normalises itself
+
 
 def test_pearson_and_ssim_match_scipy_skimage():
     from scipy.stats import pearsonr

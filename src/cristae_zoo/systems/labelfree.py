@@ -121,13 +121,38 @@ class LabelFree(System[LabelFreeConfig]):
 
         return keras.losses.MeanSquaredError()
 
+    def package_test_input(self, config: LabelFreeConfig, model_dir: Path | None) -> tuple[np.ndarray, str]:
+        """The packager's test input: the first held-out TL image of the training's split that is at least the
+        package's minimum input (2 × halo + 2**depth per axis). A training patch (64×64) is smaller than that minimum
+        (136 px for the shipped network), so the packager's fallback to a validation sample cannot serve; where every
+        held-out image is too small too (the 128×128 simulated pairs), one line asks for --test-input."""
+        from cristae_zoo.core.model_dir import held_out_names
+        from cristae_zoo.labelfree.data import read_image
+
+        try:
+            names = held_out_names(model_dir)
+        except CristaeZooError as err:
+            raise CristaeZooError(f"no test input: {err}; pass --test-input TL.tif") from None
+        minimum = self.tensor_description(config).min_size
+        data_dir = Path(config.data_dir)
+        for name in names:
+            path = data_dir / "tl" / name
+            if not path.is_file():
+                raise CristaeZooError(f"{path}: held-out TL image not found (no test input); pass --test-input TL.tif")
+            tl = read_image(path, config.network.ndim)  # raw, as the package takes it (it normalises itself)
+            if all(s >= k for s, k in zip(tl.shape, minimum.values())):
+                return tl[None], str(path)
+        need = "×".join(str(k) for k in minimum.values())
+        raise CristaeZooError(f"no test input: every held-out TL image of {data_dir} is smaller than the package's"
+                              f" minimum input {need}; pass --test-input TL.tif")
+
     def evaluate(self, models: list[Any], output: Path, data_dir: Path | None = None,
                  progress: Callable[..., None] | None = None) -> str:
         """Pearson r and SSIM per structure and test image, U-Net vs inverted TL; metrics.csv, summary.md and a
         TL / prediction / fluorescence PNG in `output` (first model; one model per call)."""
         from cristae_zoo.io import atomic_write_text, write_csv
         from cristae_zoo.labelfree.data import list_pairs, load_pair
-        from cristae_zoo.labelfree.evaluate import evaluate as run, figure, summary_markdown
+        from cristae_zoo.labelfree.evaluate import evaluate as run, figure, summary_markdown, training_markdown
 
         if len(models) != 1:
             raise CristaeZooError("labelfree: evaluate one model folder at a time")
@@ -138,6 +163,8 @@ class LabelFree(System[LabelFreeConfig]):
         if progress:
             progress(len(names))
         md = summary_markdown(rows)
+        trained = training_markdown(m.model_dir, m.config)
+        md += f"\n{trained}" if trained else ""
         write_csv(Path(output) / "metrics.csv", rows)
         atomic_write_text(Path(output) / "summary.md", md)
         first = rows[0]["image"]
