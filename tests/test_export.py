@@ -221,3 +221,9 @@ def test_readme_budget_follows_init_from_through_folders_and_packages(tmp_path, 
         "- Whole budget: 230 patches, 5.0 min of wall time where recorded.",
     ]
     assert budget_lines(first, {"batch_size": 4}) == ["- Budget: 10 steps × 4 = 40 patches in 2.0 min of wall time."]
+    # re-packaging: `init_from` names a package that already holds this very training (same output_dir): not twice
+    (old / "training_config.yaml").write_text("batch_size: 8\noutput_dir: second\ninit_from: first\n")
+    (second / "config.yaml").write_text(f"batch_size: 8\noutput_dir: second\ninit_from: {old}\n")
+    assert budget_lines(second, {"batch_size": 8, "output_dir": "second", "init_from": str(old)}) == [
+        "- Budget: 20 steps × 8 = 160 patches in 3.0 min of wall time."
+    ]

@@ -235,12 +235,18 @@ def budget_lines(model_dir: Path | None, training: dict[str, Any]) -> list[str]:
         return []
     stages: list[tuple[str, dict[str, Any], list[dict[str, str]]]] = [("this training", training, _read_rows(Path(model_dir) / "history.csv"))]
     seen: set[str] = set()
+    outputs = {str(training["output_dir"])} if training.get("output_dir") else set()
     while (ref := stages[-1][1].get("init_from")) and str(ref) not in seen and len(stages) < 8:
         seen.add(str(ref))
         stage = _training_stage(ref, Path.cwd())
         if stage is None:
             stages.append((str(ref), {}, []))
             break
+        stage_output = stage[1].get("output_dir")
+        if stage_output and str(stage_output) in outputs:  # `init_from: NAME` resolving to this model's own
+            break  # package, packaged once already (re-packaging): its history is this training's, not counted twice
+        if stage_output:
+            outputs.add(str(stage_output))
         stages.append(stage)
     lines, total_s, total_patches, complete = [], 0.0, 0, True
     for name, config, rows in stages:
