@@ -72,43 +72,25 @@ def read_conditions(config_block: dict[str, Any]) -> ConditionsOfUse | None:
 
 
 def structure_snr(plane: np.ndarray) -> float:
+    from cristae_zoo.data.mask import noise_sigma  # (scipy: imported only when a check runs)
+
     buf = _float64(plane)
     p50, p995 = np.percentile(buf, [50.0, 99.5], overwrite_input=True)
-    sigma = _noise_sigma(plane, buf)
+    sigma = noise_sigma(plane, out=buf)
     return float((p995 - p50) / max(sigma, 1e-12 * max(1.0, abs(p995))))
 
 
 def relative_noise(plane: np.ndarray) -> float:
+    from cristae_zoo.data.mask import noise_sigma
+
     buf = _float64(plane)
     lo, hi = np.percentile(buf, [2.0, 99.8], overwrite_input=True)
-    return float(_noise_sigma(plane, buf) / max(hi - lo, 1e-12))
+    return float(noise_sigma(plane, out=buf) / max(hi - lo, 1e-12))
 
 
 def _float64(plane: np.ndarray) -> np.ndarray:
     """A float64 copy of `plane` that the measurements may reorder (one copy, not several)."""
     return np.array(plane, dtype=np.float64, copy=True)
-
-
-def _noise_sigma(plane: np.ndarray, buf: np.ndarray, rows: int = 256) -> float:
-    """`data.mask.noise_sigma` of `plane` as float64, bit for bit, in `buf` (≥ plane.size float64, overwritten):
-    the pseudo-residuals are computed in blocks of rows into it and the medians partition it in place, so a plane
-    costs one float64 copy, not five (an 8192² plane: 0.5 GB instead of 2.5 GB; also faster)."""
-    plane = np.asarray(plane)
-    h, w = plane.shape
-    if h < 2 or w < 2:
-        from cristae_zoo.data.mask import noise_sigma
-
-        return noise_sigma(np.asarray(plane, np.float64))
-    r = buf.reshape(-1)[: (h - 1) * (w - 1)].reshape(h - 1, w - 1)
-    root6 = np.sqrt(6.0)
-    for a in range(0, h - 1, rows):
-        b = min(h - 1, a + rows)
-        block = np.asarray(plane[a : b + 1], np.float64)
-        r[a:b] = (2 * block[:-1, :-1] - block[1:, :-1] - block[:-1, 1:]) / root6
-    m = np.median(r, overwrite_input=True)
-    np.subtract(r, m, out=r)
-    np.abs(r, out=r)
-    return float(1.4826 * np.median(r, overwrite_input=True))
 
 
 def check(

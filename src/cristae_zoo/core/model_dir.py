@@ -149,6 +149,20 @@ def held_out_names(model_dir: Path | None, names: list[str] | None = None) -> li
     return names
 
 
+def held_out_test_inputs(model_dir: Path | None, folder: Path, hint: str) -> list[Path]:
+    """The held-out files of the training's split in `folder`, for a system's package test input
+    (`package_test_input`); one line naming `--test-input HINT` when the split or a file is missing."""
+    try:
+        names = held_out_names(model_dir)
+    except CristaeZooError as err:
+        raise CristaeZooError(f"no test input: {err}; pass --test-input {hint}") from None
+    paths = [Path(folder) / name for name in names]
+    missing = next((p for p in paths if not p.is_file()), None)
+    if missing is not None:
+        raise CristaeZooError(f"{missing}: held-out file not found (no test input); pass --test-input {hint}")
+    return paths
+
+
 # --------------------------------------------------------------------------------------------- packages
 
 

@@ -11,10 +11,30 @@ def anscombe(image: np.ndarray) -> np.ndarray:
     return 2.0 * np.sqrt(3.0 / 8.0 + np.clip(image, 0, None))
 
 
-def noise_sigma(image: np.ndarray) -> float:
-    """Robust noise σ: 1.4826·MAD of the pseudo-residuals r = (2I(i,j) − I(i+1,j) − I(i,j+1))/√6."""
-    r = (2 * image[:-1, :-1] - image[1:, :-1] - image[:-1, 1:]) / np.sqrt(6.0)
-    return float(1.4826 * np.median(np.abs(r - np.median(r))))
+def noise_sigma(image: np.ndarray, out: np.ndarray | None = None, rows: int = 256) -> float:
+    """Robust noise σ: 1.4826·MAD of the pseudo-residuals r = (2I(i,j) − I(i+1,j) − I(i,j+1))/√6, in float64.
+
+    The residuals are computed in blocks of `rows` rows into `out` (a float64 buffer of at least (H−1)(W−1) values,
+    overwritten; default: a new one) and the medians partition it in place, so a plane costs one float64 buffer
+    rather than five temporaries (an 8192² plane: 0.5 GB instead of 2.5 GB); the result is the formula's, bit for
+    bit."""
+    image = np.asarray(image)
+    h, w = image.shape
+    if h < 2 or w < 2:  # no residuals (median of nothing: NaN, as the formula gives)
+        r0 = (2 * image[:-1, :-1] - image[1:, :-1] - image[:-1, 1:]) / np.sqrt(6.0)
+        return float(1.4826 * np.median(np.abs(r0 - np.median(r0))))
+    n = (h - 1) * (w - 1)
+    buf = np.empty(n, np.float64) if out is None else out
+    r = buf.reshape(-1)[:n].reshape(h - 1, w - 1)
+    root6 = np.sqrt(6.0)
+    for a in range(0, h - 1, rows):
+        b = min(h - 1, a + rows)
+        block = np.asarray(image[a : b + 1], np.float64)
+        r[a:b] = (2 * block[:-1, :-1] - block[1:, :-1] - block[:-1, 1:]) / root6
+    m = np.median(r, overwrite_input=True)
+    np.subtract(r, m, out=r)
+    np.abs(r, out=r)
+    return float(1.4826 * np.median(r, overwrite_input=True))
 
 
 def zscore(image: np.ndarray) -> np.ndarray:

@@ -9,12 +9,12 @@ and history), "Validation" (the model folder's evaluation, or a section handed i
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cristae_zoo.core.history import read_history
 from cristae_zoo.core.tensors import TensorDescription
 from cristae_zoo.export.base import DEFAULT_TOLERANCE, ExportedWeights
 from cristae_zoo.export.rdf import fill
@@ -171,14 +171,7 @@ Every format was checked against the trained Keras model on the test input (tole
 
 
 def _history_lines(model_dir: Path | None) -> list[str]:
-    history = Path(model_dir) / "history.csv" if model_dir is not None else None
-    if history is None or not history.is_file():
-        return []
-    try:
-        with history.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, csv.Error):
-        return []
+    rows = read_history(Path(model_dir) / "history.csv") if model_dir is not None else []
     if not rows:
         return []
     lines = [f"- History: {len(rows)} rows in `training_history.csv` (attached)."]
@@ -190,14 +183,6 @@ def _history_lines(model_dir: Path | None) -> list[str]:
             where = next((f"{k} {rows[i][k]}" for k in ("step", "epoch") if k in rows[i]), f"row {i + 1}")
             lines.append(f"- Best validation loss {best:.4g} at {where}: the packaged weights.")
     return lines
-
-
-def _read_rows(path: Path) -> list[dict[str, str]]:
-    try:
-        with path.open(newline="") as fh:
-            return list(csv.DictReader(fh))
-    except (OSError, csv.Error):
-        return []
 
 
 def _training_stage(reference: str | Path, base: Path | None) -> tuple[str, dict[str, Any], list[dict[str, str]]] | None:
@@ -225,7 +210,7 @@ def _training_stage(reference: str | Path, base: Path | None) -> tuple[str, dict
         data = yaml.safe_load(config.read_text()) or {}
     except (OSError, yaml.YAMLError):
         return None
-    return str(reference), data if isinstance(data, dict) else {}, _read_rows(history)
+    return str(reference), data if isinstance(data, dict) else {}, read_history(history)
 
 
 def budget_lines(model_dir: Path | None, training: dict[str, Any]) -> list[str]:
@@ -233,7 +218,7 @@ def budget_lines(model_dir: Path | None, training: dict[str, Any]) -> list[str]:
     fine-tuned from (`init_from`, followed through model folders and packages), so the README states the whole cost."""
     if model_dir is None:
         return []
-    stages: list[tuple[str, dict[str, Any], list[dict[str, str]]]] = [("this training", training, _read_rows(Path(model_dir) / "history.csv"))]
+    stages: list[tuple[str, dict[str, Any], list[dict[str, str]]]] = [("this training", training, read_history(Path(model_dir) / "history.csv"))]
     seen: set[str] = set()
     outputs = {str(training["output_dir"])} if training.get("output_dir") else set()
     while (ref := stages[-1][1].get("init_from")) and str(ref) not in seen and len(stages) < 8:

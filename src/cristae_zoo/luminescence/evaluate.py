@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from cristae_zoo.core.history import training_run_markdown
 from cristae_zoo.errors import CristaeZooError
 from cristae_zoo.labelfree.data import read_image
 from cristae_zoo.labelfree.evaluate import fit_affine, normalise_target, pearson, ssim
@@ -106,27 +107,8 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def training_markdown(model_dir: Path | None, config: Any) -> str:
-    """What was evaluated, from the model folder's `history.csv` and config: steps run, wall time, budget, the step
-    whose weights were kept (the packager includes summary.md in the package README, so it states these)."""
-    import csv
-
-    history = Path(model_dir) / "history.csv" if model_dir is not None else None
-    if history is None or not history.is_file():
-        return ""
-    with history.open(newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get("val_loss") not in (None, "")]
-    if not rows:
-        return ""
-    best = min(rows, key=lambda r: float(r["val_loss"]))
-    budget = f"budget {config.max_minutes:g} min" if getattr(config, "max_minutes", None) else "no time budget"
-    text = (f"Training run evaluated: {rows[-1]['step']} steps of {config.batch_size} patches in"
-            f" {float(rows[-1]['seconds']) / 60:.1f} min wall time ({budget}, step cap {config.steps});"
-            f" weights of step {best['step']} (best validation loss {float(best['val_loss']):.4g}); {config.loss} NLL,"
-            f" learning rate {config.learning_rate:g}.")
-    if getattr(config, "init_from", None):
-        text += (f" Fine-tuned from `{config.init_from}` as it was at the start of this run; the steps and wall time"
-                 " above are those of the fine-tuning only.")
-    return text + "\n"
+    """The evaluated run's steps, wall time, budget and kept step (`core.history`); "" without a history."""
+    return training_run_markdown(model_dir, config, loss=f"{config.loss} NLL")
 
 
 def figure(model: Any, config: Any, name: str, dest: Path, data_dir: Path, gt_dir: str = "gt",

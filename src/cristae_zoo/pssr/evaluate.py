@@ -15,6 +15,7 @@ import numpy as np
 import tifffile
 from scipy import ndimage as ndi
 
+from cristae_zoo.core.history import training_run
 from cristae_zoo.errors import CristaeZooError
 from cristae_zoo.pssr.data import load_hr_movie, normalize_frames
 
@@ -121,27 +122,16 @@ def data_markdown(data_dir: Path) -> str:
 
 def training_markdown(label: str, model_dir: Path | None, config: Any) -> str:
     """One line on how a model folder was trained, from its config and `history.csv` (steps, wall time, start)."""
-    import csv
-
-    history = Path(model_dir) / "history.csv" if model_dir is not None else None
-    if history is None or not history.is_file():
+    run = training_run(model_dir)
+    if run is None:
         return ""
-    try:
-        with history.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, csv.Error):
-        return ""
-    if not rows:
-        return ""
-    steps, seconds = int(float(rows[-1]["step"])), float(rows[-1]["seconds"])
-    best = min(rows, key=lambda r: float(r["val_loss"]))
     start = f"fine-tuned from `{config.init_from}`" if config.init_from else "trained from scratch"
     budget = f"; wall-time budget {config.max_minutes:g} min per run" if getattr(config, "max_minutes", None) else ""
     c = config.crappifier
-    return (f"- {label}: {start}, {steps} of {config.steps} steps of {config.batch_size} patches of"
+    return (f"- {label}: {start}, {run.steps} of {config.steps} steps of {config.batch_size} patches of"
             f" {config.lr_patch}×{config.lr_patch} LR px, one-cycle peak learning rate {config.learning_rate:g}, training"
-            f" crappifier {c.modality}/{c.noise}; wall time {seconds / 60:.1f} min{budget}; best validation MSE"
-            f" {float(best['val_loss']):.4g} at step {int(float(best['step']))} (the kept weights).\n")
+            f" crappifier {c.modality}/{c.noise}; wall time {run.seconds / 60:.1f} min{budget}; best validation MSE"
+            f" {run.best_val_loss:.4g} at step {run.best_step} (the kept weights).\n")
 
 
 def fission_event(data_dir: Path, restored: dict[str, dict[str, np.ndarray]], half: int = 24) -> tuple[str, dict[str, Any]]:

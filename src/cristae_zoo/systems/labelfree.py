@@ -126,19 +126,12 @@ class LabelFree(System[LabelFreeConfig]):
         package's minimum input (2 × halo + 2**depth per axis). A training patch (64×64) is smaller than that minimum
         (136 px for the shipped network), so the packager's fallback to a validation sample cannot serve; where every
         held-out image is too small too (the 128×128 simulated pairs), one line asks for --test-input."""
-        from cristae_zoo.core.model_dir import held_out_names
+        from cristae_zoo.core.model_dir import held_out_test_inputs
         from cristae_zoo.labelfree.data import read_image
 
-        try:
-            names = held_out_names(model_dir)
-        except CristaeZooError as err:
-            raise CristaeZooError(f"no test input: {err}; pass --test-input TL.tif") from None
         minimum = self.tensor_description(config).min_size
         data_dir = Path(config.data_dir)
-        for name in names:
-            path = data_dir / "tl" / name
-            if not path.is_file():
-                raise CristaeZooError(f"{path}: held-out TL image not found (no test input); pass --test-input TL.tif")
+        for path in held_out_test_inputs(model_dir, data_dir / "tl", "TL.tif"):
             tl = read_image(path, config.network.ndim)  # raw, as the package takes it (it normalises itself)
             if all(s >= k for s, k in zip(tl.shape, minimum.values())):
                 return tl[None], str(path)

@@ -137,16 +137,10 @@ class Luminescence(System[LuminescenceConfig]):
         """The packager's test input: the first held-out scene of the training's split, raw ADU as the package takes
         it (binned and repeated back in `binning` mode). A training patch (16×32×32) is smaller than the package's
         minimum input (y, x ≥ 60), so the packager's fallback to a validation sample cannot serve."""
-        from cristae_zoo.core.model_dir import held_out_names
+        from cristae_zoo.core.model_dir import held_out_test_inputs
         from cristae_zoo.luminescence.modes import read_input
 
-        try:
-            names = held_out_names(model_dir)
-        except CristaeZooError as err:
-            raise CristaeZooError(f"no test input: {err}; pass --test-input STACK.tif") from None
-        path = Path(config.data_dir) / config.mode.input_dir / names[0]
-        if not path.is_file():
-            raise CristaeZooError(f"{path}: held-out input not found (no test input); pass --test-input STACK.tif")
+        path = held_out_test_inputs(model_dir, Path(config.data_dir) / config.mode.input_dir, "STACK.tif")[0]
         return read_input(path, config.mode, config.network.ndim), str(path)
 
     def evaluate(self, models: list[Any], output: Path, data_dir: Path | None = None,

@@ -186,15 +186,9 @@ class PSSR(System[PSSRConfig]):
         smaller than the package's minimum input, so the packager's fallback to a validation sample cannot serve."""
         import tifffile
 
-        from cristae_zoo.core.model_dir import held_out_names
+        from cristae_zoo.core.model_dir import held_out_test_inputs
 
-        try:
-            names = held_out_names(model_dir)
-        except CristaeZooError as err:
-            raise CristaeZooError(f"no test input: {err}; pass --test-input LR_MOVIE.tif") from None
-        path = Path(config.data_dir) / "lr" / names[0]
-        if not path.is_file():
-            raise CristaeZooError(f"{path}: held-out LR movie not found (no test input); pass --test-input LR_MOVIE.tif")
+        path = held_out_test_inputs(model_dir, Path(config.data_dir) / "lr", "LR_MOVIE.tif")[0]
         return np.asarray(tifffile.imread(path)), str(path)
 
     def init_weights(self, config: PSSRConfig, model: Any, source: Any) -> None:
