@@ -257,20 +257,28 @@ def train(
 @app.command()
 @user_errors
 def evaluate(
-    model_dirs: Annotated[list[Path], typer.Argument(help="one or more model folders of one system written by `train`")],
+    model_dirs: Annotated[list[Path], typer.Argument(help="one or more model folders of one system written by `train`, or packages (folder, rdf, zip or model_zoo name: evaluated through their Keras weights; need --output, and --data where the training data is not here)")],
     data: Annotated[Optional[Path], typer.Option(help="data to evaluate on (default: the training's held-out data)")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="folder for CSV/MD/PNG (default: MODEL/evaluation)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an earlier evaluation in the output folder")] = False,
 ) -> None:
     """The system's metrics and baselines on held-out data (DeepCristae: NRMSE, PSNR, SSIM vs median, Wiener, RL;
     label-free: Pearson r, SSIM; PSSR: PSNR, SSIM, SNR vs bilinear; luminescence: PSNR, SSIM, mask MAE, Pearson r)."""
-    from cristae_zoo.core.model_dir import load_model_dir
+    from cristae_zoo.core.model_dir import load_init_source
 
-    models = [load_model_dir(d) for d in model_dirs]
+    # A package is evaluated through its trainable Keras weights (the attachment `init_from` reads), which the
+    # packager checked reproduce the shipped weights' test outputs: before/after tables need no model folder.
+    models = [load_init_source(d) for d in model_dirs]
     system = models[0].system
     for m in models[1:]:
         if m.system.name != system.name:
-            raise CristaeZooError(f"{m.model_dir}: a {m.system.name} model; {models[0].model_dir} is {system.name}: evaluate one system at a time")
+            raise CristaeZooError(f"{m.source}: a {m.system.name} model; {models[0].source} is {system.name}: evaluate one system at a time")
+    labels = [m.label for m in models]
+    twice = next((label for label in labels if labels.count(label) > 1), None)
+    if twice is not None:
+        raise CristaeZooError(f"{twice}: two models have this name; give each model folder or package a distinct name")
+    if output is None and models[0].model_dir is None:
+        raise CristaeZooError(f"{model_dirs[0]}: a package; give the folder to write the evaluation in (--output)")
     out = output or model_dirs[0] / "evaluation"
     for name in ("metrics.csv", "summary.md"):
         if (out / name).exists() and not overwrite:

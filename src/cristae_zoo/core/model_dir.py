@@ -47,12 +47,24 @@ class LoadedModel:
 
     @property
     def label(self) -> str:
-        """A short name for tables and figures: the model folder's name."""
-        return Path(self.model_dir).resolve().name if self.model_dir is not None else self.system.name
+        """A short name for tables and figures: the model folder's name, or the package's (its folder, or its zip's
+        name without the suffix)."""
+        if self.model_dir is not None:
+            return Path(self.model_dir).resolve().name
+        if not self.source:
+            return self.system.name
+        source = Path(self.source).resolve()
+        return source.parent.name if source.name in ("rdf.yaml", "bioimageio.yaml") else source.stem
 
     def held_out_names(self) -> list[str]:
-        """The test images/movies of the training's split (split.json beside the model)."""
-        return held_out_names(self.model_dir) if self.model_dir is not None else []
+        """The test images/movies of the training's split (split.json beside the model). A package carries no split:
+        its evaluation needs the data named (`--data`)."""
+        if self.model_dir is None:
+            raise CristaeZooError(
+                f"{self.source or self.system.name}: a package carries no held-out split; give the data to evaluate"
+                " on (--data)"
+            )
+        return held_out_names(self.model_dir)
 
 
 def infer_legacy_system(data: dict[str, Any]) -> dict[str, Any]:

@@ -206,12 +206,15 @@ class PSSR(System[PSSRConfig]):
         loaded, labels = {}, {"bilinear": "bilinear 4×"}
         for m in models:
             if m.label in ("bilinear", "hr", "lr", "mask") or m.label in loaded:
-                raise CristaeZooError(f"{m.model_dir}: give each model folder a distinct name other than bilinear/hr/lr/mask")
+                raise CristaeZooError(f"{m.model_dir or m.source}: give each model a distinct name other than bilinear/hr/lr/mask")
             loaded[m.label] = (m.keras_model, m.config)
             variant = "PSSR-MF" if m.config.network.n_frames > 1 else "PSSR-SF"
             labels[m.label] = variant if m.label in ("sf", "mf") else f"{variant} ({m.label})"
         data = Path(data_dir or models[0].config.data_dir)
-        names = models[0].held_out_names()
+        # named data: every movie in it (as the other systems do); else the training's held-out split
+        names = sorted(p.name for p in (data / "hr").glob("*.tif")) if data_dir else models[0].held_out_names()
+        if not names:
+            raise CristaeZooError(f"{data / 'hr'}: no movie (*.tif) to evaluate on")
         restored = restore_all(data, names, loaded)
         if progress:
             progress(len(names))
