@@ -75,6 +75,10 @@ def test_tiled_batch_equals_untiled(tiny_package):
         tiled = r.predict(planes, progress=lambda done, total: ticks.append(total))
     assert ticks and ticks[-1] > 4
     np.testing.assert_allclose(tiled, untiled, atol=1e-5)
+    with Restorer(tiny_package, tile=64) as r:  # the restore path's own arrays: the tiles write into them
+        units = planes[:, None].astype(np.float32)
+        in_place = r.predict_units(units, overwrite_input=True)[:, 0]
+    np.testing.assert_allclose(in_place, tiled, atol=1e-6)
 
 
 def test_tiles_are_balanced_and_equal_untiled(tiny_package):

@@ -98,6 +98,8 @@ def prepare_units(job: PlaneJob, indices: list[tuple[int, ...]]) -> np.ndarray:
 
     acq = _acquisition(job)
     with acq.open_array() as array:
+        if len(indices) == 1:  # one unit (e.g. one large plane): a view, not a stacked copy
+            return read_unit(acq, array, job.plan, indices[0], job.restored_shape)[None]
         return np.stack([read_unit(acq, array, job.plan, i, job.restored_shape) for i in indices])
 
 

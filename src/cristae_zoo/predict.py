@@ -416,7 +416,11 @@ class Restorer:
         else:
             from cristae_zoo.tiling import tiled_apply
 
-            y = tiled_apply(run_counted, x, inner, halo, mins, spatial=td.ndim, scale=scale)
+            # The restore path hands over its own arrays (`overwrite_input`): where the output has the input's shape,
+            # the tiles write into it (one full-size array instead of two; docs/benchmarks.md, "What a plane costs").
+            owned = overwrite_input or padded != shape  # np.pad made a new array
+            in_place = owned and pp is None and all(k == 1 for k in scale) and td.n_out == td.n_in and x.dtype == np.float32
+            y = tiled_apply(run_counted, x, inner, halo, mins, spatial=td.ndim, scale=scale, in_place=in_place)
         del x
         y = np.ascontiguousarray(y[(slice(None), slice(None), *(slice(0, n * k) for n, k in zip(shape, scale)))])
         if pp is None:
