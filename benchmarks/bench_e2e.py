@@ -210,10 +210,14 @@ def render(res: dict) -> str:
                                                                          if "diff_before" in r else "") + "."]  # fmt: skip
     mem = res.get("memory")
     if mem:
-        rows = [[f"{n}² ({n * n / 1e6:.1f} Mpx)", str(m["rss"]), f"{m['seconds']:.1f}"] for n, m in
-                sorted(((int(k), v) for k, v in mem.items()))]  # fmt: skip
+        items = sorted((int(k), v) for k, v in mem.items())
+        prior = next((m["before"] for _, m in items if "before" in m), None)
+        rows = [[f"{n}² ({n * n / 1e6:.1f} Mpx)", f"{m['rss']} ({m['rss'] * 2**20 / 1e9:.2f} GB)", f"{m['seconds']:.1f}"]
+                + ([f"{m['rss_before']} ({m['rss_before'] * 2**20 / 1e9:.2f} GB)" if "rss_before" in m else "—"]
+                   if prior else []) for n, m in items]  # fmt: skip
         lines += ["", "### Peak RSS of `cristae-zoo predict` by plane size (one run each)", "",
-                  table(["plane", "peak RSS (MiB)", "seconds"], rows)]  # fmt: skip
+                  table(["plane", "peak RSS (MiB)", "seconds"] + ([f"before ({prior}): peak RSS (MiB)"] if prior else []),
+                        rows)]  # fmt: skip
     eng = res.get("engines")
     if eng:
         lines += ["", f"### Engines in one process ({eng['side']}² plane, normalised, warm; anchor: ONNX Runtime;"
@@ -304,6 +308,11 @@ def main() -> None:
                     wall, peak = run_timed(cz_command(tmp / "mem.tif", tmp / "m.tif"))
                     print("memory", n, f"{wall:.1f} s", peak, "MiB", flush=True)
                     mem[str(n)] = {"rss": peak, "seconds": wall}
+                    if before:  # the same plane through the "before" commit, right after
+                        cmd, env = before
+                        wall_b, peak_b = run_env(cmd + cz_command(tmp / "mem.tif", tmp / "mb.tif")[1:], env)
+                        print("memory before", n, f"{wall_b:.1f} s", peak_b, "MiB", flush=True)
+                        mem[str(n)] |= {"rss_before": peak_b, "seconds_before": wall_b, "before": args.before[:8]}
                     save()
         finally:
             if before:
