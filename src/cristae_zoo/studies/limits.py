@@ -151,8 +151,10 @@ def run_limits(
     model_dir, output = Path(model_dir), Path(output)
     cfg, data_dir, degradation, restore = model_and_test_data(model_dir, data_dir)
     pairs = load_split(data_dir, "test")
+    # An empty field (the broad simulator draws some) has no mitochondrion to measure a width or score _mito on
+    pairs = [p for p in pairs if (p.mito_mask if p.mito_mask is not None else mitochondria_mask(p.input)).any()]
     if not pairs:
-        raise CristaeZooError(f"{data_dir}: the test split is empty")
+        raise CristaeZooError(f"{data_dir}: no test image with mitochondria (the test split is empty or empty fields)")
     restorers = {"model": restore, "Input": lambda x: x}
     rows: list[dict] = []
     sweeps: dict[str, dict] = {}
@@ -235,7 +237,7 @@ def run_limits(
     conditions = conditions_markdown(model_dir, data_dir, sweeps, safe, tolerance, measured_mean, degradation, len(pairs))
     atomic_write_text(
         output / "summary.md",
-        f"# Limits of use of `{model_dir}`\n\n{len(pairs)} test images of `{data_dir}` (measured mean mitochondrion"
+        f"# Limits of use of `{model_dir}`\n\n{len(pairs)} test images with mitochondria of `{data_dir}` (measured mean mitochondrion"
         f" width {measured_mean:.2f} px); {seconds / 60:.1f} min.\n\n{summary_md}\n{conditions}",
     )
     atomic_write_text(output / CONDITIONS_FILE, conditions)
@@ -324,7 +326,7 @@ def conditions_markdown(
     table = markdown_table(["condition", "training", "safe range", "tested"], rows)
     lines = [
         f"Measured with `cristae-zoo study limits` on {datetime.date.today().isoformat()}: the model was applied to the"
-        f" {n_images} test images of its training data set (`{data_dir}`) after rescaling them (mitochondrion width)"
+        f" {n_images} held-out test images with mitochondria of `{data_dir}` after rescaling them (mitochondrion width)"
         " or re-degrading them (blur, noise). A value is *safe* if the restoration's SSIM on mitochondria and on"
         f" cristae stays within {tolerance:.0%} of its value at the training condition and still beats the raw input"
         " (SSIM on mitochondria); the range is the contiguous run of safe tested values around the training value.",
