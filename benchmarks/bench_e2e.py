@@ -188,7 +188,7 @@ def render(res: dict) -> str:
     """The section from the stored results (`--results`): parts may come from separate runs of this script."""
     lines = [f"Machine: {res.get('machine', '?')}. Package: model_zoo/deepcristae, ONNX weights; `cristae-zoo"
              " predict` with default options (engine auto = ONNX Runtime, tile 1152) and `--rescale 1`. Load averages"
-             " are the 1-minute load when each part ended (the 2 cores were shared with niced training jobs)."]  # fmt: skip
+             " are the 1-minute load when each part ended (above ~2 the cores were shared with other jobs)."]  # fmt: skip
     for what in ("plane", "stack"):
         r = res.get(what)
         if not r:
