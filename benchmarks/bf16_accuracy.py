@@ -71,19 +71,13 @@ def bf16_graph(path: Path):
 
 
 def onnx_restorer(session, degradation, divisor: int):
-    """Percentile-normalise, pad (reflect) to a multiple of `divisor`, run, crop: the steps of
-    `cristae_zoo.evaluate.keras_restorer`, so that only the arithmetic differs between fp32 and bf16."""
-    from cristae_zoo.data.degrade import percentile_normalize
+    """The session as `cristae_zoo.evaluate.padded_restorer` (the steps of every DeepCristae evaluation), so that
+    only the arithmetic differs between fp32 and bf16."""
+    from cristae_zoo.evaluate import padded_restorer
 
     name = session.get_inputs()[0].name
-
-    def restore(x: np.ndarray) -> np.ndarray:
-        xn = percentile_normalize(x, degradation.p_low, degradation.p_high)
-        h, w = xn.shape
-        padded = np.pad(xn, ((0, (-h) % divisor), (0, (-w) % divisor)), mode="reflect")
-        return session.run(None, {name: np.ascontiguousarray(padded[None, None], np.float32)})[0][0, 0, :h, :w]
-
-    return restore
+    return padded_restorer(lambda padded: session.run(None, {name: np.ascontiguousarray(padded[None, None], np.float32)})[0][0, 0],
+                           degradation, divisor)  # fmt: skip
 
 
 def torch_bf16_check(package: Path, crop: np.ndarray, fp32, emulated) -> tuple[float, float, float]:

@@ -81,19 +81,27 @@ def baselines(degradation: DegradationConfig) -> dict[str, Restorer]:
     }
 
 
-def keras_restorer(model, degradation: DegradationConfig, divisor: int) -> Restorer:
-    """Percentile-normalise, pad (reflect) to a multiple of `divisor`, predict, crop."""
+def padded_restorer(run: Callable[[np.ndarray], np.ndarray], degradation: DegradationConfig, divisor: int) -> Restorer:
+    """Percentile-normalise, pad (reflect) to a multiple of `divisor`, `run` on the padded (Y, X) plane, crop."""
 
     def restore(x: np.ndarray) -> np.ndarray:
         xn = percentile_normalize(x, degradation.p_low, degradation.p_high)
         h, w = xn.shape
         ph, pw = (-h) % divisor, (-w) % divisor
-        padded = np.pad(xn, ((0, ph), (0, pw)), mode="reflect")
-        y = model.predict(padded[None, ..., None], verbose=0)
-        y = y["output"] if isinstance(y, dict) else y
-        return np.asarray(y)[0, :h, :w, 0]
+        return np.asarray(run(np.pad(xn, ((0, ph), (0, pw)), mode="reflect")))[:h, :w]
 
     return restore
+
+
+def keras_restorer(model, degradation: DegradationConfig, divisor: int) -> Restorer:
+    """A channels-last Keras model as a `padded_restorer`."""
+
+    def run(padded: np.ndarray) -> np.ndarray:
+        y = model.predict(padded[None, ..., None], verbose=0)
+        y = y["output"] if isinstance(y, dict) else y
+        return np.asarray(y)[0, ..., 0]
+
+    return padded_restorer(run, degradation, divisor)
 
 
 @dataclass

@@ -151,8 +151,9 @@ def run_limits(
     model_dir, output = Path(model_dir), Path(output)
     cfg, data_dir, degradation, restore = model_and_test_data(model_dir, data_dir)
     pairs = load_split(data_dir, "test")
+    masks = {p.name: p.mito_mask if p.mito_mask is not None else mitochondria_mask(p.input) for p in pairs}
     # An empty field (the broad simulator draws some) has no mitochondrion to measure a width or score _mito on
-    pairs = [p for p in pairs if (p.mito_mask if p.mito_mask is not None else mitochondria_mask(p.input)).any()]
+    pairs = [p for p in pairs if masks[p.name].any()]
     if not pairs:
         raise CristaeZooError(f"{data_dir}: no test image with mitochondria (the test split is empty or empty fields)")
     restorers = {"model": restore, "Input": lambda x: x}
@@ -188,12 +189,7 @@ def run_limits(
         }  # fmt: skip
 
     # Width: resample each image so that its own mean width becomes w.
-    measured = {}
-    for p in pairs:
-        mito = p.mito_mask
-        if mito is None:
-            mito = mitochondria_mask(p.input)
-        measured[p.name] = mean_width_px(mito)
+    measured = {p.name: mean_width_px(masks[p.name]) for p in pairs}
     measured_mean = float(np.mean(list(measured.values())))
     width_values = _with_value(widths, measured_mean) if widths else []
     if width_values:
