@@ -76,3 +76,24 @@ def test_warns_on_mitochondria_too_wide_after_rescaling(package_with_conditions,
                             "1.6"], capsys, monkeypatch)  # fmt: skip
     assert code == 0, err
     assert "px wide after rescaling, outside 14–16.6 px" in " ".join(err.split())
+
+
+def test_rescale_auto_width_is_reused_not_measured_twice(package_with_conditions, tmp_path, capsys, monkeypatch):
+    """With --rescale auto the factor comes from a width measurement; the check takes that width times the factor
+    (the estimator is scale-equivariant) instead of running the estimator again on the rescaled planes."""
+    import cristae_zoo.rescale as rescale
+
+    calls = []
+    original = rescale.estimate_width
+    monkeypatch.setattr(rescale, "estimate_width", lambda *a, **k: calls.append(1) or original(*a, **k))
+    source = tmp_path / "sample.tif"
+    tifffile.imwrite(source, np.load(package_with_conditions / "test_input.npy")[0, 0], imagej=True)
+    out = tmp_path / "o.tif"
+    code, _, err = run_cli(["predict", package_with_conditions, source, "-o", out, "--rescale", "auto"], capsys,
+                           monkeypatch)  # fmt: skip
+    assert code == 0, err
+    meta = _metadata(out)
+    assert len(calls) == 1
+    width = meta["conditions_of_use"]["measured"]["width_px"]
+    assert width == pytest.approx(meta["estimated_width_px"] * meta["rescale_factor"], abs=0.01)
+    assert meta["conditions_of_use"]["outside"] == []

@@ -29,8 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from cristae_zoo.errors import CristaeZooError
 
 #: Planes measured per file: the `pick_planes` ones with the most signal (width, noise) and an even sample of all
-#: planes (structure: are some planes empty?).
-WIDTH_PLANES = 5
+#: planes (structure: are some planes empty?). Two width planes, not five: the brightest planes of one acquisition
+#: show the same mitochondria (a z-stack's in-focus planes, a movie's time points), so more planes add little to
+#: the estimate, while each 640² crop costs ~0.8 s (five were 12 % of a 20-plane stack's run, docs/benchmarks.md).
+WIDTH_PLANES = 2
 STRUCTURE_PLANES = 16
 #: Width and noise are measured on the central crop of at most this edge (px): the width estimator (skeletons,
 #: level sets) took 12 s on a whole 2048² plane, longer than the restoration itself.
@@ -94,14 +96,22 @@ def _float64(plane: np.ndarray) -> np.ndarray:
 
 
 def check(
-    conditions: ConditionsOfUse, structure_planes: Iterable[np.ndarray], width_planes: Iterable[np.ndarray]
+    conditions: ConditionsOfUse,
+    structure_planes: Iterable[np.ndarray],
+    width_planes: Iterable[np.ndarray],
+    *,
+    width_px: float | None = None,
 ) -> ConditionsReport:
-    """Measure the (rescaled) planes and compare with `conditions`."""
+    """Measure the (rescaled) planes and compare with `conditions`. `width_px`: the width after rescaling where it
+    is already known (`--rescale auto` measured it to choose the factor); the planes' width is then not measured
+    again (the estimator is scale-equivariant: the measured width times the factor is the rescaled planes')."""
     snrs = [structure_snr(p) for p in structure_planes]
-    return _report(conditions, snrs, [_central_crop(p, MEASURE_EDGE) for p in width_planes])
+    return _report(conditions, snrs, [_central_crop(p, MEASURE_EDGE) for p in width_planes], width_px)
 
 
-def check_stream(conditions: ConditionsOfUse, planes: Iterable[tuple[np.ndarray, bool, bool]]) -> ConditionsReport:
+def check_stream(
+    conditions: ConditionsOfUse, planes: Iterable[tuple[np.ndarray, bool, bool]], *, width_px: float | None = None
+) -> ConditionsReport:
     """`check` on (plane, structure?, width?) items read one at a time: only one full plane is held at once (the
     width and noise are measured on central crops, kept), so the check costs one plane of memory whatever the
     number of planes sampled. Same result as `check`."""
@@ -113,10 +123,12 @@ def check_stream(conditions: ConditionsOfUse, planes: Iterable[tuple[np.ndarray,
         if width:
             crops.append(np.array(_central_crop(plane, MEASURE_EDGE)))
         del plane
-    return _report(conditions, snrs, crops)
+    return _report(conditions, snrs, crops, width_px)
 
 
-def _report(conditions: ConditionsOfUse, snrs: list[float], crops: list[np.ndarray]) -> ConditionsReport:
+def _report(
+    conditions: ConditionsOfUse, snrs: list[float], crops: list[np.ndarray], known_width: float | None = None
+) -> ConditionsReport:
     from cristae_zoo.rescale import estimate_width
 
     empty = [s for s in snrs if s < conditions.min_structure_snr]
@@ -142,10 +154,12 @@ def _report(conditions: ConditionsOfUse, snrs: list[float], crops: list[np.ndarr
             " was shown to handle)"
         )
     if conditions.width_px is not None:
-        try:
-            width = estimate_width(full).mean
-        except CristaeZooError:
-            width = None
+        width = known_width
+        if width is None:
+            try:
+                width = estimate_width(full).mean
+            except CristaeZooError:
+                width = None
         measured["width_px"] = None if width is None else round(width, 2)
         lo, hi = conditions.width_px
         if width is not None and not lo <= width <= hi:

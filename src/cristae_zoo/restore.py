@@ -227,7 +227,8 @@ def restore_one(
     warnings: list[str] = []
     conditions = restorer.conditions
     if conditions is not None:
-        report = _check_conditions(acq, conditions, restored_shape)
+        known = None if choice.width is None else choice.width.mean * choice.factor
+        report = _check_conditions(acq, conditions, restored_shape, width_px=known)
         provenance["conditions_of_use"] = {"measured": report.measured, "outside": report.outside}
         if not report.ok:
             if options.strict:
@@ -318,9 +319,12 @@ def restore_one(
     return result
 
 
-def _check_conditions(acq: Acquisition, conditions: Any, shape: tuple[int, int]) -> Any:
+def _check_conditions(
+    acq: Acquisition, conditions: Any, shape: tuple[int, int], *, width_px: float | None = None
+) -> Any:
     """Measure a sample of the input's planes, rescaled as the network will see them (`conditions.check`), reading
-    one plane at a time (one plane of memory, however many are sampled)."""
+    one plane at a time (one plane of memory, however many are sampled). `width_px`: the rescaled width, where
+    `--rescale auto` already measured it."""
     from cristae_zoo.conditions import STRUCTURE_PLANES, WIDTH_PLANES, check_stream
     from cristae_zoo.rescale import pick_planes
 
@@ -338,7 +342,7 @@ def _check_conditions(acq: Acquisition, conditions: Any, shape: tuple[int, int])
                 plane = resample(plane, shape)
             yield plane, i in sampled, i in widest
 
-    return check_stream(conditions, planes())
+    return check_stream(conditions, planes(), width_px=width_px)
 
 
 def _rescale_choice(acq: Acquisition, requirement: Any, options: RestoreOptions, name: str) -> Any:
