@@ -216,3 +216,23 @@ def test_staged_output_is_all_or_nothing(tmp_path):
     with staged_output(tmp_path / "new.zarr", overwrite=False) as tmp:
         (tmp / "0").mkdir(parents=True)
     assert (tmp_path / "new.zarr" / "0").is_dir() and sorted(os.listdir(tmp_path)) == ["new.zarr", "out.tif"]
+
+
+@pytest.mark.parametrize("compression", [None, "zlib"])
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+def test_planes_read_equal_tifffile_and_are_new_arrays(tmp_path, compression, byteorder):
+    """Uncompressed contiguous TIFFs are read through a memory map, others through tifffile's zarr store: both give
+    tifffile's values, as new writable arrays (the restore path normalises them in place), and the file is unchanged."""
+    data = _stack((3, 2, 40, 33), seed=4)
+    path = tmp_path / "s.tif"
+    tifffile.imwrite(path, data, byteorder=byteorder, compression=compression, metadata={"axes": "ZCYX"})
+    before = path.read_bytes()
+    acq = open_acquisition(path, axes="ZCYX", channel=1)
+    planes = list(acq.iter_planes())
+    assert len(planes) == 3
+    for z, plane in enumerate(planes):
+        np.testing.assert_array_equal(plane, data[z, 1].astype(np.float32))
+        assert plane.dtype == np.float32 and plane.flags.writeable
+        plane[:] = -1
+    assert path.read_bytes() == before
+    assert [p.min() for p in acq.iter_planes()] == [float(data[z, 1].min()) for z in range(3)]
