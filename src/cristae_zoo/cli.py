@@ -13,7 +13,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up 
 
 import typer  # noqa: E402
 
-from cristae_zoo.config import DegradationConfig, SimulationConfig  # noqa: E402
 from cristae_zoo.cli_common import console, fail, new_progress, override, parse_ints, progress_bar, user_errors  # noqa: E402
 from cristae_zoo.errors import CristaeZooError  # noqa: E402
 
@@ -48,6 +47,7 @@ def simulate(
 ) -> None:
     """Simulate HR 2D STED images of live mitochondria (25 nm/px) with their exact mitochondria and cristae masks."""
     from cristae_zoo.data.simulate import SIMULATION_MARKER, simulate_dataset
+    from cristae_zoo.config import SimulationConfig  # (pydantic models: built only for the commands that use them)
     from cristae_zoo.io import check_target, cleanup_on_signals
 
     cfg = SimulationConfig.from_yaml(config) if config else SimulationConfig()
@@ -73,6 +73,8 @@ def prepare(
     from cristae_zoo.data.prepare import _mask_folders, prepare_dataset, rl_iteration_sweep
     from cristae_zoo.io import cleanup_on_signals, list_images, read_image_2d
     from cristae_zoo.plots import plot_rl_sweep
+
+    from cristae_zoo.config import DegradationConfig
 
     cfg = DegradationConfig.from_yaml(config) if config else DegradationConfig()
     cfg = _override(cfg, rl_iterations=rl_iterations, n_test=n_test, seed=seed)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from cristae_zoo.config import TrainConfig
 from cristae_zoo.errors import CristaeZooError
+
+if TYPE_CHECKING:  # the pydantic configs are built only by the commands that use them (start-up of every command)
+    from cristae_zoo.config import TrainConfig
 
 study_app = typer.Typer(
     name="study",
@@ -45,6 +47,8 @@ def _split(text: str | None, cast=str) -> list:
 
 def _base_config(config, data, filters, depth, epochs, steps, batch, seed) -> TrainConfig:
     from cristae_zoo.cli_common import override as _override
+
+    from cristae_zoo.config import TrainConfig
 
     cfg = TrainConfig.from_yaml(config) if config else TrainConfig()
     net = _override(cfg.network, filters=filters, depth=depth)
