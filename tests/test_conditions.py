@@ -84,8 +84,8 @@ def test_rescale_auto_width_is_reused_not_measured_twice(package_with_conditions
     import cristae_zoo.rescale as rescale
 
     calls = []
-    original = rescale.estimate_width
-    monkeypatch.setattr(rescale, "estimate_width", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = rescale.object_widths
+    monkeypatch.setattr(rescale, "object_widths", lambda *a, **k: calls.append(1) or original(*a, **k))
     source = tmp_path / "sample.tif"
     tifffile.imwrite(source, np.load(package_with_conditions / "test_input.npy")[0, 0], imagej=True)
     out = tmp_path / "o.tif"
@@ -93,7 +93,7 @@ def test_rescale_auto_width_is_reused_not_measured_twice(package_with_conditions
                            monkeypatch)  # fmt: skip
     assert code == 0, err
     meta = _metadata(out)
-    assert len(calls) == 1
+    assert len(calls) == 1  # the one plane --rescale auto measured; the check measured none
     width = meta["conditions_of_use"]["measured"]["width_px"]
     assert width == pytest.approx(meta["estimated_width_px"] * meta["rescale_factor"], abs=0.01)
     assert meta["conditions_of_use"]["outside"] == []

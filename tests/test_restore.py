@@ -356,3 +356,23 @@ def test_ensemble_bad_k_and_existing_std(tiny_package, tmp_path, app):
     result = CliRunner().invoke(app, [*args, "--ensemble", "2"])
     assert result.exit_code == 2 and "o_std.tif: already exists" in _one_line(result)
     assert (tmp_path / "o_std.tif").read_bytes() == b"keep" and not (tmp_path / "o.tif").exists()
+
+
+def test_conditions_width_stops_once_the_first_crop_is_precise(monkeypatch):
+    """The check's width is measured crop by crop and stops at a 5 % standard error: a crop with many mitochondria
+    decides it alone; a crop with too few (here: none) does not, and the next one is measured."""
+    import cristae_zoo.rescale as rescale
+    from cristae_zoo.conditions import _width
+    from cristae_zoo.export.testing import synthetic_mito_image
+
+    calls = []
+    original = rescale.object_widths
+    monkeypatch.setattr(rescale, "object_widths", lambda p: calls.append(1) or original(p))
+    full = synthetic_mito_image((640, 640), seed=3).astype(np.float32)
+    alone = rescale.summarize([original(full)])
+    assert alone.n_objects >= 5 and alone.sem <= 0.05 * alone.mean  # the premise: one crop is precise enough
+    assert _width([full, full[::-1]]) == pytest.approx(alone.mean) and len(calls) == 1
+    calls.clear()
+    empty = np.full((640, 640), 100.0, np.float32)
+    assert _width([empty, full]) == pytest.approx(alone.mean) and len(calls) == 2
+    assert _width([empty]) is None
