@@ -36,12 +36,17 @@ def _metadata(path: Path) -> dict:
     return json.loads(text.split("cristae_zoo = ", 1)[1].splitlines()[0])
 
 
-def test_silent_on_the_sample_input(package_with_conditions, tmp_path, capsys, monkeypatch):
+def _predict_sample(package: Path, tmp_path: Path, rescale: str, capsys, monkeypatch) -> tuple[int, str, Path]:
+    """`cristae-zoo predict` on the package's own test input written as an ImageJ TIFF: (exit code, stderr, output)."""
     source = tmp_path / "sample.tif"
-    tifffile.imwrite(source, np.load(package_with_conditions / "test_input.npy")[0, 0], imagej=True)
+    tifffile.imwrite(source, np.load(package / "test_input.npy")[0, 0], imagej=True)
     out = tmp_path / "out.tif"
-    code, _, err = run_cli(["predict", package_with_conditions, source, "-o", out, "--rescale", "1"], capsys,
-                           monkeypatch)  # fmt: skip
+    code, _, err = run_cli(["predict", package, source, "-o", out, "--rescale", rescale], capsys, monkeypatch)
+    return code, err, out
+
+
+def test_silent_on_the_sample_input(package_with_conditions, tmp_path, capsys, monkeypatch):
+    code, err, out = _predict_sample(package_with_conditions, tmp_path, "1", capsys, monkeypatch)
     assert code == 0, err
     assert "conditions of use" not in err
     record = _metadata(out)["conditions_of_use"]
@@ -70,10 +75,7 @@ def test_warns_on_planes_without_mitochondria_and_strict_refuses(package_with_co
 
 
 def test_warns_on_mitochondria_too_wide_after_rescaling(package_with_conditions, tmp_path, capsys, monkeypatch):
-    source = tmp_path / "sample.tif"
-    tifffile.imwrite(source, np.load(package_with_conditions / "test_input.npy")[0, 0], imagej=True)
-    code, _, err = run_cli(["predict", package_with_conditions, source, "-o", tmp_path / "o.tif", "--rescale",
-                            "1.6"], capsys, monkeypatch)  # fmt: skip
+    code, err, _ = _predict_sample(package_with_conditions, tmp_path, "1.6", capsys, monkeypatch)
     assert code == 0, err
     assert "px wide after rescaling, outside 14–16.6 px" in " ".join(err.split())
 
@@ -86,11 +88,7 @@ def test_rescale_auto_width_is_reused_not_measured_twice(package_with_conditions
     calls = []
     original = rescale.object_widths
     monkeypatch.setattr(rescale, "object_widths", lambda *a, **k: calls.append(1) or original(*a, **k))
-    source = tmp_path / "sample.tif"
-    tifffile.imwrite(source, np.load(package_with_conditions / "test_input.npy")[0, 0], imagej=True)
-    out = tmp_path / "o.tif"
-    code, _, err = run_cli(["predict", package_with_conditions, source, "-o", out, "--rescale", "auto"], capsys,
-                           monkeypatch)  # fmt: skip
+    code, err, out = _predict_sample(package_with_conditions, tmp_path, "auto", capsys, monkeypatch)
     assert code == 0, err
     meta = _metadata(out)
     assert len(calls) == 1  # the one plane --rescale auto measured; the check measured none

@@ -239,13 +239,7 @@ class Acquisition:
             raise CristaeZooError(f"{self.path}: cannot read ({err})") from None
         with tf:
             series = tf.series[0]
-            contiguous = None
-            if series.dataoffset is not None:  # uncompressed and contiguous: read planes straight from the file
-                try:
-                    on_disk = np.dtype(series.dtype).newbyteorder(tf.byteorder)  # tifffile reports native order
-                    contiguous = _ContiguousTiff(self.path, series.dataoffset, tuple(series.shape), on_disk)
-                except (OSError, ValueError):  # shorter than described (rewritten since): zarr reports it per plane
-                    contiguous = None
+            contiguous = _ContiguousTiff.of(self.path, tf)
             if contiguous is not None:
                 yield contiguous
                 return
@@ -271,6 +265,18 @@ class _ContiguousTiff:
     def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype):
         self._map = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
         self.shape, self.dtype, self.ndim = shape, dtype, len(shape)
+
+    @classmethod
+    def of(cls, path: Path, tf: Any) -> _ContiguousTiff | None:
+        """The view of open TiffFile `tf`'s first series, or None where it is not one contiguous uncompressed block."""
+        series = tf.series[0]
+        if series.dataoffset is None:
+            return None
+        on_disk = np.dtype(series.dtype).newbyteorder(tf.byteorder)  # tifffile reports native order
+        try:
+            return cls(path, series.dataoffset, tuple(series.shape), on_disk)
+        except (OSError, ValueError):  # shorter than described (rewritten since): zarr reports it per plane
+            return None
 
     def __getitem__(self, key: Any) -> np.ndarray:
         return np.array(self._map[key])

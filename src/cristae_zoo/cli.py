@@ -72,9 +72,8 @@ def prepare(
     """Build D_synt: RL-deconvolved ground truths, blurred + Poisson–Gaussian-noised inputs, train/test split."""
     from cristae_zoo.data.prepare import _mask_folders, prepare_dataset, rl_iteration_sweep
     from cristae_zoo.io import cleanup_on_signals, list_images, read_image_2d
+    from cristae_zoo.config import DegradationConfig  # (pydantic models: built only for the commands that use them)
     from cristae_zoo.plots import plot_rl_sweep
-
-    from cristae_zoo.config import DegradationConfig
 
     cfg = DegradationConfig.from_yaml(config) if config else DegradationConfig()
     cfg = _override(cfg, rl_iterations=rl_iterations, n_test=n_test, seed=seed)

@@ -47,7 +47,6 @@ def _split(text: str | None, cast=str) -> list:
 
 def _base_config(config, data, filters, depth, epochs, steps, batch, seed) -> TrainConfig:
     from cristae_zoo.cli_common import override as _override
-
     from cristae_zoo.config import TrainConfig
 
     cfg = TrainConfig.from_yaml(config) if config else TrainConfig()

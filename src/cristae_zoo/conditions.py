@@ -80,6 +80,8 @@ def structure_snr(plane: np.ndarray) -> float:
     so it is the same noise measure, sampled). A quarter of the work of the full plane: the check measures up to
     `STRUCTURE_PLANES` whole planes before the first one is restored. Mitochondria (≥ 10 px wide after rescaling)
     cover the grid as they cover the plane."""
+    from cristae_zoo.data.mask import mad_sigma
+
     a = np.asarray(plane)
     h, w = a.shape[-2:]
     if h < 4 or w < 4:
@@ -89,10 +91,7 @@ def structure_snr(plane: np.ndarray) -> float:
     residuals = 2 * grid - a[1 : h2 + 1 : 2, : w2 : 2] - a[: h2 : 2, 1 : w2 + 1 : 2]
     residuals /= np.sqrt(6.0)
     p50, p995 = np.percentile(grid, [50.0, 99.5], overwrite_input=True)
-    m = np.median(residuals, overwrite_input=True)
-    np.subtract(residuals, m, out=residuals)
-    np.abs(residuals, out=residuals)
-    sigma = 1.4826 * float(np.median(residuals, overwrite_input=True))
+    sigma = mad_sigma(residuals)
     return float((p995 - p50) / max(sigma, 1e-12 * max(1.0, abs(p995))))
 
 
@@ -152,11 +151,11 @@ def check_stream(
 def _width(crops: list[np.ndarray]) -> float | None:
     """The mean width over the crops, measured crop by crop and stopping once it is known to within 5 % (standard
     error, at least 5 objects): one 640² crop of a typical field holds dozens of mitochondria (the stack benchmark's:
-    22, standard error 3 %), and each crop costs ~0.6 s. 5 % is fine for a range as wide as the shipped model's
-    (10.4–16.2 px, ±22 %), where the quality changes gradually near the edges. None where no mitochondria are found."""
+    22, standard error 3 %), and each crop costs ~0.6 s. 5 % is well inside the width ranges `study limits` finds
+    (±12–22 % around the training width). None where no mitochondria are found."""
     from cristae_zoo.rescale import object_widths, summarize
 
-    measured = []
+    measured, estimate = [], None
     for crop in crops:
         measured.append(object_widths(crop))
         try:
@@ -165,10 +164,7 @@ def _width(crops: list[np.ndarray]) -> float | None:
             continue
         if estimate.n_objects >= 5 and estimate.sem <= 0.05 * estimate.mean:
             break
-    try:
-        return summarize(measured).mean
-    except CristaeZooError:
-        return None
+    return None if estimate is None else estimate.mean
 
 
 def _report(

@@ -31,6 +31,11 @@ def noise_sigma(image: np.ndarray, out: np.ndarray | None = None, rows: int = 25
         b = min(h - 1, a + rows)
         block = np.asarray(image[a : b + 1], np.float64)
         r[a:b] = (2 * block[:-1, :-1] - block[1:, :-1] - block[:-1, 1:]) / root6
+    return mad_sigma(r)
+
+
+def mad_sigma(r: np.ndarray) -> float:
+    """1.4826 · median |r − median(r)|, computed in `r` (float64, overwritten): the Gaussian σ of residuals `r`."""
     m = np.median(r, overwrite_input=True)
     np.subtract(r, m, out=r)
     np.abs(r, out=r)
