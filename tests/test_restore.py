@@ -159,6 +159,63 @@ def test_other_weights_formats(tiny_package, tmp_path, weights):
     np.testing.assert_allclose(tifffile.imread(result.output), tifffile.imread(reference.output), atol=1e-4)
 
 
+def test_units_at_once_bit_identical_and_bounded(tiny_package, tmp_path, monkeypatch):
+    """By default a stack of one-tile planes runs one plane per core, each on its own single-threaded ONNX Runtime
+    session: bit-identical to one session on all cores, never more sessions than planes at once."""
+    import onnxruntime as ort
+
+    from cristae_zoo import restore as restore_module
+
+    monkeypatch.setattr(restore_module, "cpu_cores", lambda: 2)
+    threads = []
+    original = ort.InferenceSession.__init__
+
+    def record(self, path, options=None, **kw):
+        threads.append(options.intra_op_num_threads if options is not None else None)
+        original(self, path, options, **kw)
+
+    monkeypatch.setattr(ort.InferenceSession, "__init__", record)
+    src = _hyperstack(tmp_path / "stack.tif", _tzyx(t=2, z=3), pixel_um=0.025)
+    (auto,) = restore_path(tiny_package, src, tmp_path / "auto.tif", RestoreOptions(batch=1))
+    assert threads == [1, 1]  # two sessions of one thread (6 planes, 2 at once)
+    threads.clear()
+    (one,) = restore_path(tiny_package, src, tmp_path / "one.tif", RestoreOptions(batch=1, workers=1))
+    assert threads == [0]  # one session, ONNX Runtime's default threads (0: all cores)
+    np.testing.assert_array_equal(tifffile.imread(auto.output), tifffile.imread(one.output))
+
+
+def test_units_at_once_rules(tiny_package, monkeypatch):
+    from cristae_zoo import restore as restore_module
+    from cristae_zoo.restore import units_at_once
+
+    r = Restorer(tiny_package, tile=128)
+    auto = RestoreOptions()
+    assert units_at_once(r, auto, 2, (100, 100), 5) == 2
+    assert units_at_once(r, auto, 2, (100, 100), 1) == 1  # one batch: nothing to run beside it
+    assert units_at_once(r, auto, 2, (300, 300), 5) == 1  # tiled planes: one at a time (one arena)
+    assert units_at_once(r, RestoreOptions(workers=3), 2, (300, 300), 5) == 3  # asked for
+    assert units_at_once(r, RestoreOptions(scheduler="local"), 2, (100, 100), 5) == 1
+    monkeypatch.setattr(restore_module, "available_memory", lambda: 2 * 2 * 1024 * 100 * 100 - 1)
+    assert units_at_once(r, auto, 2, (100, 100), 5) == 1  # two arenas would take over half the free memory
+
+
+def test_lend_runner_waits_for_a_free_runner(tiny_package):
+    import threading
+    import time
+
+    r = Restorer(tiny_package)
+    with r.lend_runner(1) as first:
+        got = []
+        t = threading.Thread(target=lambda: got.append(r.lend_runner(1).__enter__()))
+        t.start()
+        time.sleep(0.2)
+        assert not got  # the only runner is lent: the second call waits
+    t.join(5)
+    assert got == [first]  # and then gets the same session
+    with r.lend_runner(2) as a, r.lend_runner(2) as b:
+        assert a is not b and a is not first
+
+
 def test_resample_back_and_pixel_size_option(tiny_package, tmp_path):
     src = tmp_path / "plane.tif"
     tifffile.imwrite(src, synthetic_mito_image((64, 72)).astype(np.uint16))  # no pixel size

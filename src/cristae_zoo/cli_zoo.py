@@ -264,7 +264,13 @@ def cmd_predict(
             " a local cluster of N processes; default: this process"
         ),
     ] = None,
-    workers: Annotated[int, typer.Option(help="threads (or local cluster processes) restoring planes at once")] = 1,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(
+            help="threads (or local cluster processes) restoring planes at once; default: one per core for stacks"
+            " of planes that fit one tile (each on its own single-threaded ONNX Runtime session), else 1"
+        ),
+    ] = None,
     ensemble: Annotated[
         int,
         typer.Option(

@@ -53,6 +53,7 @@ class PlaneJob:
     std_zarr_output: str | None = None
     engine: str = "auto"
     precision: str = "fp32"
+    at_once: int = 1  # units restored at the same time in this process, each by its own runner (`lend_runner`)
 
     @property
     def uncertainty(self) -> bool:
@@ -135,7 +136,9 @@ def _predict(job: PlaneJob, units: np.ndarray, overwrite_input: bool = True) -> 
         # TensorFlow's SavedModel layer is not safe to call from several threads at once; ONNX Runtime and
         # TorchScript are.
         # `units` was read for this call: it may be normalised in place (one full-size copy less)
-        return _restorer(job).predict_units(units, overwrite_input=overwrite_input)
+        restorer = _restorer(job)
+        with restorer.lend_runner(job.at_once) as runner:
+            return restorer.predict_units(units, overwrite_input=overwrite_input, runner=runner)
 
 
 def _predict_with_std(job: PlaneJob, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

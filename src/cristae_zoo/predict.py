@@ -19,8 +19,11 @@ package's test input, so the result equals the package's test output.
 
 from __future__ import annotations
 
+import os
+import threading
 import zipfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,7 +266,10 @@ class Restorer:
                     )
         self.tile = tile
         self._pp: Any = None
-        self._runner: Any = None
+        # Runners (ONNX Runtime / OpenVINO sessions) by how many planes run at once: `lend_runner`.
+        self._runners: dict[int, list[Any]] = {}
+        self._free: dict[int, list[Any]] = {}
+        self._runners_changed = threading.Condition()
 
     @property
     def config_block(self) -> dict[str, Any]:
@@ -287,7 +293,8 @@ class Restorer:
         """The engine, e.g. 'onnxruntime 1.23.2 fp32' (after the first prediction) or 'bioimageio.core (onnx)'."""
         if self.engine == "bioimageio":
             return f"bioimageio.core ({self.weights_format or 'default weights'})"
-        return self._runner.description if self._runner is not None else f"{self.engine} {self.precision}"
+        made = [r for pool in self._runners.values() for r in pool if r is not None]
+        return made[0].description if made else f"{self.engine} {self.precision}"
 
     @property
     def pipeline(self) -> Any:
@@ -297,22 +304,57 @@ class Restorer:
             self._pp = create_prediction_pipeline(self.descr, weights_format=self.weights_format)
         return self._pp
 
-    @property
-    def runner(self) -> Any:
-        if self._runner is None:
-            from cristae_zoo.engines import OnnxRuntimeRunner, OpenVinoRunner
+    def _make_runner(self, threads: int | None) -> Any:
+        from cristae_zoo.engines import OnnxRuntimeRunner, OpenVinoRunner
 
-            if self.engine == "openvino":
-                self._runner = OpenVinoRunner(self._weights_path, self.precision)
+        if self.engine == "openvino":
+            return OpenVinoRunner(self._weights_path, self.precision)
+        return OnnxRuntimeRunner(self._weights_path, threads)
+
+    @contextmanager
+    def lend_runner(self, at_once: int = 1) -> Iterator[Any]:
+        """A runner for one call while `at_once` calls run at the same time (threads restoring planes at once), made
+        on first need and kept. With `at_once` > 1 each call gets its own ONNX Runtime session with cores // at_once
+        intra-op threads: on these 2 cores two single-threaded sessions on two planes restore more per second than
+        one session splitting each operator over both cores, with bit-identical results (docs/benchmarks.md, "e2e").
+        At most `at_once` runners exist per value; a call beyond them waits for one. The bioimageio engine has no
+        runner (None is lent): the same limit then only bounds how many of its calls run at once."""
+        if at_once < 1:
+            raise CristaeZooError(f"at_once {at_once}: expected at least 1")
+        with self._runners_changed:
+            made, free = self._runners.setdefault(at_once, []), self._free.setdefault(at_once, [])
+            while not free and len(made) >= at_once:
+                self._runners_changed.wait()
+            if free:
+                runner = free.pop()
             else:
-                self._runner = OnnxRuntimeRunner(self._weights_path)
-        return self._runner
+                made.append(None)  # a place held while the session is made outside the lock
+                runner = None
+        if runner is None and self.engine != "bioimageio":
+            try:
+                threads = None if at_once == 1 else max(1, len(os.sched_getaffinity(0)) // at_once)
+                runner = self._make_runner(threads)
+            except BaseException:
+                with self._runners_changed:
+                    made.remove(None)
+                    self._runners_changed.notify()
+                raise
+            with self._runners_changed:
+                made[made.index(None)] = runner
+        try:
+            yield runner
+        finally:
+            with self._runners_changed:
+                free.append(runner)
+                self._runners_changed.notify()
 
     def close(self) -> None:
         if self._pp is not None:
             self._pp.unload()
             self._pp = None
-        self._runner = None
+        with self._runners_changed:
+            self._runners.clear()
+            self._free.clear()
 
     def __enter__(self) -> Restorer:
         return self
@@ -357,10 +399,15 @@ class Restorer:
         progress: Callable[[int, int], None] | None = None,
         *,
         overwrite_input: bool = False,
+        runner: Any = None,
     ) -> np.ndarray:
         """Predict (B, C_in, [Z], Y, X) units (each normalised on its own, as the package says); returns float32
         (B, C_out, [Z], Y·s, X·s) with s the package's output scale. `overwrite_input`: the units may be normalised
-        in place (saves a full-size copy; the restore path passes its own arrays)."""
+        in place (saves a full-size copy; the restore path passes its own arrays). `runner`: one lent by
+        `lend_runner` (threads restoring planes at once); default: this restorer's one runner."""
+        if runner is None and self.engine != "bioimageio":
+            with self.lend_runner() as lent:
+                return self.predict_units(units, progress, overwrite_input=overwrite_input, runner=lent)
         td = self.tensors
         pp = self.pipeline if self.engine == "bioimageio" else None
         units = np.asarray(units, dtype=np.float32)
@@ -388,7 +435,7 @@ class Restorer:
 
         def run(block: np.ndarray) -> np.ndarray:
             if pp is None:
-                return self.runner(block)
+                return runner(block)
             result = pp.predict_sample_without_blocking(
                 self._sample(self.in_id, self.in_dims, block, "block"),
                 skip_preprocessing=True,

@@ -58,7 +58,7 @@ class RestoreOptions:
     overwrite: bool = False
     preview: bool = False
     scheduler: str | None = None
-    workers: int = 1
+    workers: int | None = None  # units restored at once; None: as many as cores where that is faster (`units_at_once`)
     estimate_planes: int = 5
     ensemble: int = 1  # dihedral test-time augmentations per plane (2–8 → an uncertainty map)
     members: tuple[str, ...] = ()  # more packages averaged with the first one (→ an uncertainty map)
@@ -139,7 +139,8 @@ def restore_path(
         load_restorer(member, options.weights, options.tile, options.engine, options.precision)
     options = replace(options, members=members)
     results = []
-    with engine(options.scheduler, options.workers) as eng:
+    workers = options.workers if options.workers is not None else (cpu_cores() if options.scheduler is None else 1)
+    with engine(options.scheduler, workers) as eng:
         for inp, out in pairs:
             results.append(restore_one(package_source, restorer, inp, out, options, eng, progress=progress))
     return results
@@ -238,11 +239,12 @@ def restore_one(
     spec = output_spec(acq, Path(output), written_shape, 1.0 if options.resample_back else choice.factor * s,
                        provenance, axes=out_axes,
                        channel_names=tuple(tensors.output_channels) if tensors.n_out > 1 else ())  # fmt: skip
-    unit_pixels = restored_shape[0] * restored_shape[1] * (acq.sizes["Z"] if unit_plan.spatial == "zyx" else 1)
-    batch = max(1, min(options.batch, _BATCH_PIXELS // max(1, unit_pixels)))
+    unit_spatial = ((acq.sizes["Z"],) if unit_plan.spatial == "zyx" else ()) + tuple(restored_shape)
+    batch = max(1, min(options.batch, _BATCH_PIXELS // max(1, int(np.prod(unit_spatial)))))
     indices = unit_plan.indices()
     batches = [indices[i : i + batch] for i in range(0, len(indices), batch)]
-    window = max(2, eng.workers + 1)
+    at_once = units_at_once(restorer, options, eng.workers, unit_spatial, len(batches))
+    window = max(2, at_once + 1)  # one batch read ahead while `at_once` are restored
     name = Path(input).name
     done = 0
     if progress:
@@ -259,7 +261,7 @@ def restore_one(
                            restored_shape=restored_shape, output_shape=written_shape, plan=unit_plan,
                            out_axes=spec.axes,
                            zarr_output=str(tmp.resolve()) if spec.kind == "ome-zarr" else None,
-                           tta=options.ensemble, members=options.members,
+                           tta=options.ensemble, members=options.members, at_once=at_once,
                            std_zarr_output=str(tmp_std.resolve()) if tmp_std and spec.kind == "ome-zarr" else None)  # fmt: skip
             std_spec = _std_spec(spec, std_output, options) if std_output else None
             if spec.kind == "ome-zarr":
@@ -317,6 +319,53 @@ def restore_one(
     if options.preview:
         result.preview = write_preview(result)
     return result
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity mask, which containers and `taskset` narrow)."""
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+def units_at_once(restorer: Any, options: RestoreOptions, workers: int, unit_spatial: tuple[int, ...],
+                  n_batches: int) -> int:  # fmt: skip
+    """How many batches of units run at the same time in this process, each on its own runner with
+    cores // that many intra-op threads (`Restorer.lend_runner`). `--workers N` says N. By default (workers
+    None): as many as there are threads (one per core) when ONNX Runtime restores several batches whose units each
+    fit in one tile: on these 2 cores that restored a 20 × 1024² stack faster than one session using both cores
+    per operator (docs/benchmarks.md, "e2e"), with bit-identical results. Otherwise 1: one plane that needs tiles
+    (the tiles of a 2048² plane at once would double the memory of its arena), OpenVINO (its own latency
+    threading) or bioimageio.core, and Dask (each worker process runs its own)."""
+    if options.scheduler is not None:
+        return 1
+    if options.workers is not None:
+        return max(1, min(options.workers, n_batches))
+    if restorer.engine != "onnxruntime" or n_batches < 2 or restorer.n_tiles(unit_spatial) > 1:
+        return 1
+    at_once = max(1, min(workers, n_batches))
+    # Each runner keeps an arena for its unit's activations (~0.7 KiB per pixel for DeepCristae's U-Net; a
+    # 1024² plane: 0.7 GiB; per output pixel where the network enlarges). Two at once only where twice that leaves half the available memory free.
+    pixels = int(np.prod(unit_spatial)) * restorer.tensors.output_scale ** 2  # PSSR works at 4× the input's pixels
+    need = at_once * _ARENA_BYTES_PER_PIXEL * pixels
+    return at_once if need <= available_memory() / 2 else 1
+
+
+#: Activation memory of one ONNX Runtime call per input pixel, rounded up (measured: a 1024² DeepCristae plane
+#: peaks at 880 MiB in a process that holds nothing else, ~700 MiB of it the arena).
+_ARENA_BYTES_PER_PIXEL = 1024
+
+
+def available_memory() -> float:
+    """Bytes the kernel says can be allocated without swapping (MemAvailable); infinite where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float("inf")
 
 
 def _check_conditions(
