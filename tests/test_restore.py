@@ -199,6 +199,38 @@ def test_units_at_once_rules(tiny_package, monkeypatch):
     assert units_at_once(r, auto, 2, (100, 100), 5) == 1  # two arenas would take over half the free memory
 
 
+def test_in_order_starts_at_once_keeps_order_and_cancels():
+    """The first `window` items run before anyone iterates (the conditions check runs beside them); results come
+    in order; cancel() drops what has not started."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cristae_zoo.distributed import InOrder
+
+    started, release = [], threading.Event()
+
+    def work(i):
+        started.append(i)
+        release.wait(5)
+        return i * i
+
+    with ThreadPoolExecutor(2) as pool:
+        run = InOrder(pool, work, range(6), window=3)
+        deadline = time.monotonic() + 5
+        while len(started) < 2 and time.monotonic() < deadline:
+            pass
+        assert sorted(started) == [0, 1]  # two threads busy, the third item queued, nothing iterated yet
+        release.set()
+        assert list(run) == [0, 1, 4, 9, 16, 25]
+        release.clear()
+        started.clear()
+        refused = InOrder(pool, work, range(6), window=3)
+        refused.cancel()  # e.g. --strict refused after the check: the queued item never runs
+        release.set()
+    assert len(started) <= 2
+
+
 def test_lend_runner_waits_for_a_free_runner(tiny_package):
     import threading
     import time

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -222,18 +223,33 @@ def engine(scheduler: str | None = None, workers: int = 1) -> Iterator[Engine]:
             cluster.close()
 
 
+class InOrder:
+    """`fn(*args, item)` for every item, on `executor`, yielded in order with at most `window` items in flight. The
+    first `window` items are submitted here, not on the first `next()`: the caller may do other work (the conditions
+    check) while they run. Iterate once; `cancel()` drops what has not started (iteration does, on exit)."""
+
+    def __init__(self, executor: Executor, fn: Callable[..., Any], items: Iterable[Any], *args: Any, window: int = 2):
+        self._submit: Callable[[Any], Future[Any]] = lambda item: executor.submit(fn, *args, item)
+        self._items = iter(items)
+        self._pending: deque[Future[Any]] = deque(self._submit(item) for item in islice(self._items, window))
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            while self._pending:
+                yield self._pending.popleft().result()
+                for item in islice(self._items, 1):
+                    self._pending.append(self._submit(item))
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        for f in self._pending:
+            f.cancel()
+        self._pending.clear()
+
+
 def in_order(
     executor: Executor, fn: Callable[..., Any], items: Iterable[Any], *args: Any, window: int = 2
 ) -> Iterator[Any]:
     """`fn(*args, item)` for every item, on `executor`, yielded in order with at most `window` items in flight."""
-    pending: deque[Future[Any]] = deque()
-    try:
-        for item in items:
-            pending.append(executor.submit(fn, *args, item))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        for f in pending:
-            f.cancel()
+    return iter(InOrder(executor, fn, items, *args, window=window))

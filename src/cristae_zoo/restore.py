@@ -15,7 +15,7 @@ import errno
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from contextlib import ExitStack
 from typing import Any
@@ -125,8 +125,6 @@ def restore_path(
 ) -> list[RestoreResult]:
     """Restore one acquisition or a folder of them; see the module docstring. `package`: a package folder, rdf,
     zip or model name. The package is loaded (and checked) once, here, before any input is read."""
-    from dataclasses import replace
-
     from cristae_zoo.distributed import engine, load_restorer
 
     pairs = plan(inputs, output)
@@ -180,7 +178,7 @@ def restore_one(
 ) -> RestoreResult:
     from cristae_zoo import __version__
     from cristae_zoo.acquisition import output_kind
-    from cristae_zoo.distributed import PlaneJob, in_order, restore_batch
+    from cristae_zoo.distributed import InOrder, PlaneJob, in_order, restore_batch
     from cristae_zoo.rescale import RescaleChoice, rescaled_shape
     from cristae_zoo.units import output_axes, output_planes, plan_units
 
@@ -226,45 +224,49 @@ def restore_one(
     if choice.width is not None:
         provenance["estimated_width_px"] = round(choice.width.mean, 3)
     warnings: list[str] = []
-    conditions = restorer.conditions
-    if conditions is not None:
-        known = None if choice.width is None else choice.width.mean * choice.factor
-        report = _check_conditions(acq, conditions, restored_shape, width_px=known)
-        provenance["conditions_of_use"] = {"measured": report.measured, "outside": report.outside}
-        if not report.ok:
-            if options.strict:
-                raise CristaeZooError(report.message(str(input)) + " (--strict: nothing was written)")
-            warnings.append(report.message(str(input)))
-    out_axes = output_axes(acq.axes, tensors.n_out, output_kind(acq, Path(output)))
-    spec = output_spec(acq, Path(output), written_shape, 1.0 if options.resample_back else choice.factor * s,
-                       provenance, axes=out_axes,
-                       channel_names=tuple(tensors.output_channels) if tensors.n_out > 1 else ())  # fmt: skip
+    kind = output_kind(acq, Path(output))
+    out_axes = output_axes(acq.axes, tensors.n_out, kind)
     unit_spatial = ((acq.sizes["Z"],) if unit_plan.spatial == "zyx" else ()) + tuple(restored_shape)
     batch = max(1, min(options.batch, _BATCH_PIXELS // max(1, int(np.prod(unit_spatial)))))
     indices = unit_plan.indices()
     batches = [indices[i : i + batch] for i in range(0, len(indices), batch)]
     at_once = units_at_once(restorer, options, eng.workers, unit_spatial, len(batches))
     window = max(2, at_once + 1)  # one batch read ahead while `at_once` are restored
+    job = PlaneJob(package=package, weights=options.weights, tile=options.tile, engine=options.engine,
+                   precision=options.precision, input=str(Path(input).resolve()),
+                   axes=options.axes, channel=options.channel, factor=choice.factor,
+                   restored_shape=restored_shape, output_shape=written_shape, plan=unit_plan,
+                   out_axes=out_axes, tta=options.ensemble, members=options.members, at_once=at_once)  # fmt: skip
+    # A TIFF output is written from returned units, so the first batches start now and run while the conditions
+    # check measures the input (on one core: the check is single-threaded). OME-Zarr workers write into the staged
+    # output, which exists only once the check has passed.
+    started = InOrder(eng.executor, restore_batch, batches, job, window=window) if kind != "ome-zarr" else None
     name = Path(input).name
     done = 0
-    if progress:
-        progress(name, 0, len(indices))
     std_output = uncertainty_path(Path(output)) if options.uncertainty else None
     try:
+        conditions = restorer.conditions
+        if conditions is not None:
+            known = None if choice.width is None else choice.width.mean * choice.factor
+            report = _check_conditions(acq, conditions, restored_shape, width_px=known)
+            provenance["conditions_of_use"] = {"measured": report.measured, "outside": report.outside}
+            if not report.ok:
+                if options.strict:
+                    raise CristaeZooError(report.message(str(input)) + " (--strict: nothing was written)")
+                warnings.append(report.message(str(input)))
+        spec = output_spec(acq, Path(output), written_shape, 1.0 if options.resample_back else choice.factor * s,
+                           provenance, axes=out_axes,
+                           channel_names=tuple(tensors.output_channels) if tensors.n_out > 1 else ())  # fmt: skip
+        if progress:
+            progress(name, 0, len(indices))
         with ExitStack() as stack:
             tmp = stack.enter_context(staged_output(Path(output), overwrite=options.overwrite, inputs=[input]))
             tmp_std = (stack.enter_context(staged_output(std_output, overwrite=options.overwrite, inputs=[input]))
                        if std_output else None)  # fmt: skip
-            job = PlaneJob(package=package, weights=options.weights, tile=options.tile, engine=options.engine,
-                           precision=options.precision, input=str(Path(input).resolve()),
-                           axes=options.axes, channel=options.channel, factor=choice.factor,
-                           restored_shape=restored_shape, output_shape=written_shape, plan=unit_plan,
-                           out_axes=spec.axes,
-                           zarr_output=str(tmp.resolve()) if spec.kind == "ome-zarr" else None,
-                           tta=options.ensemble, members=options.members, at_once=at_once,
-                           std_zarr_output=str(tmp_std.resolve()) if tmp_std and spec.kind == "ome-zarr" else None)  # fmt: skip
             std_spec = _std_spec(spec, std_output, options) if std_output else None
-            if spec.kind == "ome-zarr":
+            if started is None:  # OME-Zarr
+                job = replace(job, zarr_output=str(tmp.resolve()),
+                              std_zarr_output=str(tmp_std.resolve()) if tmp_std is not None else None)  # fmt: skip
                 create_zarr(spec, tmp)
                 if std_spec is not None:
                     create_zarr(std_spec, tmp_std)
@@ -277,8 +279,7 @@ def restore_one(
                 # streams into its TIFF; then they stream into theirs. Written with write() (a full disk is an
                 # OSError) and read back memory-mapped: writing through a memory map would die by SIGBUS instead.
                 std_file = None
-                unit_shape = (tensors.n_out, *((acq.sizes["Z"],) if unit_plan.spatial == "zyx" else ()),
-                              *written_shape)  # fmt: skip
+                unit_shape = (tensors.n_out, *unit_spatial[:-2], *written_shape)
                 if std_spec is not None:
                     scratch = stack.enter_context(tempfile.TemporaryDirectory(dir=Path(output).parent,
                                                                               prefix=".cristae-zoo-"))  # fmt: skip
@@ -287,7 +288,7 @@ def restore_one(
 
                 def planes() -> Any:
                     nonlocal done
-                    for restored in in_order(eng.executor, restore_batch, batches, job, window=window):
+                    for restored in started:
                         if std_file is not None:
                             restored, std = restored
                             std_file.write(np.ascontiguousarray(std, np.float32).tobytes())
@@ -311,6 +312,9 @@ def restore_one(
                 " untouched"
             ) from None
         raise CristaeZooError(f"{output}: cannot write ({err}); the partial output was removed") from None
+    finally:
+        if started is not None:  # a refusal or an error before the TIFF was written: drop the batches not started
+            started.cancel()
     seconds = time.perf_counter() - start
     result = RestoreResult(input=Path(input), output=Path(output), source=acq, spec=spec, choice=choice,
                            seconds=seconds, engine=f"{restorer.description}, {eng.description}",
@@ -418,8 +422,6 @@ def _rescale_choice(acq: Acquisition, requirement: Any, options: RestoreOptions,
 
 def _std_spec(spec: OutputSpec, path: Path, options: RestoreOptions) -> OutputSpec:
     """The uncertainty map: same axes, shape and pixel size as the restoration, its provenance saying what it is."""
-    from dataclasses import replace
-
     what = {"content": "pixel-wise standard deviation (ddof 0) over the ensemble",
             "test_time_augmentations": options.ensemble, "models": 1 + len(options.members)}  # fmt: skip
     return replace(spec, path=path, provenance=spec.provenance | what)
