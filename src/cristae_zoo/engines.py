@@ -218,7 +218,9 @@ class OnnxRuntimeRunner:
         options.enable_mem_pattern = False
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
-        self.description = f"onnxruntime {ort.__version__} fp32"
+        self.description = f"onnxruntime {ort.__version__} fp32" + (
+            f" ({threads} intra-op thread{'s' if threads > 1 else ''} per session)" if threads else ""
+        )
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
