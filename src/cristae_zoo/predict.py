@@ -186,6 +186,11 @@ def _dims(axes: Any) -> tuple[str, ...]:
     return tuple("batch" if str(a.type) == "batch" else "channel" if str(a.type) == "channel" else str(a.id) for a in axes)
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity mask, which containers and `taskset` narrow)."""
+    return len(os.sched_getaffinity(0))
+
+
 # ---------------------------------------------------------------------------------------------------- predict
 
 
@@ -332,7 +337,7 @@ class Restorer:
                 runner = None
         if runner is None and self.engine != "bioimageio":
             try:
-                threads = None if at_once == 1 else max(1, len(os.sched_getaffinity(0)) // at_once)
+                threads = None if at_once == 1 else max(1, cpu_cores() // at_once)
                 runner = self._make_runner(threads)
             except BaseException:
                 with self._runners_changed:

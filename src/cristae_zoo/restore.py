@@ -35,7 +35,7 @@ from cristae_zoo.acquisition import (
     write_tiff_planes,
 )
 from cristae_zoo.errors import CristaeZooError
-from cristae_zoo.predict import DEFAULT_TILE
+from cristae_zoo.predict import DEFAULT_TILE, cpu_cores
 from cristae_zoo.uncertainty import uncertainty_path
 
 #: Planes per network call. Batching amortises the per-call overhead of small planes (see docs/benchmarks.md);
@@ -323,13 +323,6 @@ def restore_one(
     if options.preview:
         result.preview = write_preview(result)
     return result
-
-
-def cpu_cores() -> int:
-    """The cores this process may run on (its affinity mask, which containers and `taskset` narrow)."""
-    import os
-
-    return len(os.sched_getaffinity(0))
 
 
 def units_at_once(restorer: Any, options: RestoreOptions, workers: int, unit_spatial: tuple[int, ...],
