@@ -246,10 +246,3 @@ class InOrder:
         for f in self._pending:
             f.cancel()
         self._pending.clear()
-
-
-def in_order(
-    executor: Executor, fn: Callable[..., Any], items: Iterable[Any], *args: Any, window: int = 2
-) -> Iterator[Any]:
-    """`fn(*args, item)` for every item, on `executor`, yielded in order with at most `window` items in flight."""
-    return iter(InOrder(executor, fn, items, *args, window=window))

@@ -272,9 +272,10 @@ class Restorer:
         self.tile = tile
         self._pp: Any = None
         # Runners (ONNX Runtime / OpenVINO sessions) by how many planes run at once: `lend_runner`.
-        self._runners: dict[int, list[Any]] = {}
+        self._made: dict[int, int] = {}
         self._free: dict[int, list[Any]] = {}
         self._runners_changed = threading.Condition()
+        self._runner_description: str | None = None
 
     @property
     def config_block(self) -> dict[str, Any]:
@@ -298,8 +299,7 @@ class Restorer:
         """The engine, e.g. 'onnxruntime 1.23.2 fp32' (after the first prediction) or 'bioimageio.core (onnx)'."""
         if self.engine == "bioimageio":
             return f"bioimageio.core ({self.weights_format or 'default weights'})"
-        made = [r for pool in self._runners.values() for r in pool if r is not None]
-        return made[0].description if made else f"{self.engine} {self.precision}"
+        return self._runner_description or f"{self.engine} {self.precision}"
 
     @property
     def pipeline(self) -> Any:
@@ -327,25 +327,21 @@ class Restorer:
         if at_once < 1:
             raise CristaeZooError(f"at_once {at_once}: expected at least 1")
         with self._runners_changed:
-            made, free = self._runners.setdefault(at_once, []), self._free.setdefault(at_once, [])
-            while not free and len(made) >= at_once:
+            free = self._free.setdefault(at_once, [])
+            while not free and self._made.get(at_once, 0) >= at_once:
                 self._runners_changed.wait()
-            if free:
-                runner = free.pop()
-            else:
-                made.append(None)  # a place held while the session is made outside the lock
-                runner = None
-        if runner is None and self.engine != "bioimageio":
+            runner, new = (free.pop(), False) if free else (None, True)
+            if new:  # counted now, made outside the lock (making a session takes a while)
+                self._made[at_once] = self._made.get(at_once, 0) + 1
+        if new and self.engine != "bioimageio":
             try:
-                threads = None if at_once == 1 else max(1, cpu_cores() // at_once)
-                runner = self._make_runner(threads)
+                runner = self._make_runner(None if at_once == 1 else max(1, cpu_cores() // at_once))
             except BaseException:
                 with self._runners_changed:
-                    made.remove(None)
+                    self._made[at_once] -= 1
                     self._runners_changed.notify()
                 raise
-            with self._runners_changed:
-                made[made.index(None)] = runner
+            self._runner_description = self._runner_description or runner.description
         try:
             yield runner
         finally:
@@ -358,7 +354,7 @@ class Restorer:
             self._pp.unload()
             self._pp = None
         with self._runners_changed:
-            self._runners.clear()
+            self._made.clear()
             self._free.clear()
 
     def __enter__(self) -> Restorer:

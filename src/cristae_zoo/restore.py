@@ -178,7 +178,7 @@ def restore_one(
 ) -> RestoreResult:
     from cristae_zoo import __version__
     from cristae_zoo.acquisition import output_kind
-    from cristae_zoo.distributed import InOrder, PlaneJob, in_order, restore_batch
+    from cristae_zoo.distributed import InOrder, PlaneJob, restore_batch
     from cristae_zoo.rescale import RescaleChoice, rescaled_shape
     from cristae_zoo.units import output_axes, output_planes, plan_units
 
@@ -270,7 +270,7 @@ def restore_one(
                 create_zarr(spec, tmp)
                 if std_spec is not None:
                     create_zarr(std_spec, tmp_std)
-                for n in in_order(eng.executor, restore_batch, batches, job, window=window):
+                for n in InOrder(eng.executor, restore_batch, batches, job, window=window):
                     done += n
                     if progress:
                         progress(name, done, len(indices))
