@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
@@ -226,7 +226,8 @@ def engine(scheduler: str | None = None, workers: int = 1) -> Iterator[Engine]:
 class InOrder:
     """`fn(*args, item)` for every item, on `executor`, yielded in order with at most `window` items in flight. The
     first `window` items are submitted here, not on the first `next()`: the caller may do other work (the conditions
-    check) while they run. Iterate once; `cancel()` drops what has not started (iteration does, on exit)."""
+    check) while they run. Iterate once; `cancel()` (iteration calls it on exit) drops what has not started and waits
+    for what has."""
 
     def __init__(self, executor: Executor, fn: Callable[..., Any], items: Iterable[Any], *args: Any, window: int = 2):
         self._submit: Callable[[Any], Future[Any]] = lambda item: executor.submit(fn, *args, item)
@@ -243,6 +244,8 @@ class InOrder:
             self.cancel()
 
     def cancel(self) -> None:
-        for f in self._pending:
-            f.cancel()
+        """Drop the items not started and wait for those already running: with several workers, a batch still
+        writing OME-Zarr chunks after another one failed would recreate the staged output its caller then removes."""
+        running = [f for f in self._pending if not f.cancel()]
         self._pending.clear()
+        wait(running)
